@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -42,8 +42,14 @@ def _nearest(key: str, candidates: Iterable[str]) -> str:
     return f" (nearest expected: {near[0]!r})" if near else ""
 
 
-def check_compatible(expected: Mapping[str, Any], loaded: Mapping[str, Any], what: str = "weights") -> None:
-    """Raises one error listing every difference between two flat ``{path: array}`` dicts."""
+def check_compatible(expected: Mapping[str, Any], loaded: Mapping[str, Any], what: str = "weights",
+                     sources: Optional[Mapping[str, str]] = None) -> None:
+    """Raises one error listing every difference between two flat ``{path: array}`` dicts.
+
+    ``sources`` maps a loaded path to the checkpoint's own name for it (a converter's
+    provenance), so the message also names the key as it is spelled in the file.
+    """
+    src = lambda k: f" (from {sources[k]!r})" if sources and k in sources else ""  # noqa: E731
     missing = [k for k in expected if k not in loaded]
     unexpected = [k for k in loaded if k not in expected]
     misshaped = [k for k in expected if k in loaded and np.shape(expected[k]) != np.shape(loaded[k])]
@@ -51,8 +57,8 @@ def check_compatible(expected: Mapping[str, Any], loaded: Mapping[str, Any], wha
         return
     lines = [f"{what} do not match the model:"]
     lines += [f"  missing key {k!r} {np.shape(expected[k])}" for k in missing]
-    lines += [f"  unexpected key {k!r}{_nearest(k, missing or expected)}" for k in unexpected]
-    lines += [f"  shape mismatch at {k!r}: model {np.shape(expected[k])}, loaded {np.shape(loaded[k])}"
+    lines += [f"  unexpected key {k!r}{src(k)}{_nearest(k, missing or expected)}" for k in unexpected]
+    lines += [f"  shape mismatch at {k!r}{src(k)}: model {np.shape(expected[k])}, loaded {np.shape(loaded[k])}"
               for k in misshaped]
     lines.append("Fix the checkpoint or the arch; keys meant to be re-initialised belong in dont_load.")
     raise WeightMismatchError("\n".join(lines))

@@ -6,17 +6,28 @@ Models are pure linen modules; nothing here knows about optimizers, data or chec
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from tljax.models.classifier import Classifier
+from tljax.models.bert import Bert, bert
 from tljax.models.resnet import RESNETS, ResNet
+from tljax.models.vgg import VGG, VGGS
+from tljax.models.vit import VITS, ViT
 
 # arch name -> function(**overrides) returning the backbone module
 BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     name: (lambda spec: (lambda **kw: ResNet(**{**spec, **kw})))(spec) for name, spec in RESNETS.items()
 }
+BACKBONES.update({name: (lambda spec: (lambda **kw: VGG(**{**spec, **kw})))(spec) for name, spec in VGGS.items()})
+BACKBONES.update({name: (lambda spec: (lambda **kw: ViT(**{**spec, **kw})))(spec) for name, spec in VITS.items()})
+BACKBONES["bert"] = bert  # create('bert', config=<Hugging Face config.json dict>, pooling=...)
+
+# Backbone overrides that apply only when a head follows: BERT's features are the token states,
+# but a classifier needs one vector per sequence (the masked mean, as sentence-transformers).
+HEAD_DEFAULTS: Dict[str, Dict[str, Any]] = {"bert": {"pooling": "mean"}}
 
 
 def register(name: str):
@@ -35,4 +46,15 @@ def create(arch: str, num_classes: Optional[int] = None, head_zero_init: bool = 
         near = difflib.get_close_matches(arch, BACKBONES, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(BACKBONES)}.{hint}")
+    if num_classes is not None:
+        overrides = {**HEAD_DEFAULTS.get(arch, {}), **overrides}
     return Classifier(BACKBONES[arch](**overrides), num_classes=num_classes, head_zero_init=head_zero_init)
+
+
+def example_input(model: nn.Module, batch: int = 1):
+    """A zero input of the shape ``model`` takes, for ``init`` / ``jax.eval_shape``."""
+    backbone = getattr(model, "backbone", model)
+    if isinstance(backbone, Bert):
+        return jnp.zeros((batch, 8), jnp.int32)
+    size = backbone.image_size if isinstance(backbone, ViT) else 224
+    return jnp.zeros((batch, size, size, 3), jnp.float32)
