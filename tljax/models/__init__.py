@@ -56,5 +56,5 @@ def example_input(model: nn.Module, batch: int = 1):
     backbone = getattr(model, "backbone", model)
     if isinstance(backbone, Bert):
         return jnp.zeros((batch, 8), jnp.int32)
-    size = backbone.image_size if isinstance(backbone, ViT) else 224
+    size = backbone.image_size if isinstance(backbone, ViT) else 32  # conv nets pool globally
     return jnp.zeros((batch, size, size, 3), jnp.float32)

@@ -1,0 +1,103 @@
+"""Pretrained weights: ``load(name_or_path, num_classes=None) -> (model, variables)``.
+
+``name_or_path`` is a registry name (``resnet50.tv_in1k``, ``vit_b16.tv_in1k``,
+``vgg16.keras_in1k``, … see ``REGISTRY``), fetched into ``$TLJAX_CACHE`` and checksummed, or
+a local ``.safetensors``, ``.pth``/``.pt``/``.bin``, ``.h5``, ``.npz`` file or Hugging Face
+folder (``config.json`` + ``model.safetensors``). The arch and source format are read from the
+registry, the file's tljax metadata, or its key names; pass ``arch=``/``source=`` when they
+cannot be. No file is ever unpickled beyond tensors.
+
+``num_classes=None`` gives the features model (the pretrained head is dropped); an int gives a
+fresh head (``head_zero_init`` for zeros) on the pretrained backbone via the strict merge;
+``keep_head=True`` keeps the checkpoint's own head (e.g. ImageNet logits).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tljax import convert, models
+from tljax.convert.common import head_size, validate
+from tljax.params import flatten, merge_pretrained
+from tljax.pretrained.download import ChecksumError, DownloadError, cache_dir, fetch
+from tljax.pretrained.files import READERS, UnsafeCheckpointError, read_hf_folder, save
+from tljax.pretrained.registry import REGISTRY, Weights, register
+
+FORMAT_SOURCES = {"torchvision": "torchvision", "timm": "timm", "hf": "hf"}
+
+
+def _resolve(name_or_path, progress: bool) -> Tuple[Path, Optional[Weights]]:
+    """The local path for a registry name (downloading it) or an existing file/folder."""
+    if str(name_or_path) in REGISTRY:
+        weights = REGISTRY[str(name_or_path)]
+        return fetch(weights, progress), weights
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        near = difflib.get_close_matches(str(name_or_path), REGISTRY, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise FileNotFoundError(f"{str(name_or_path)!r} is neither a registry name nor an existing file or folder."
+                                f"{hint} Registry: {sorted(REGISTRY)}")
+    return path, None
+
+
+def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[str] = None, progress: bool = True,
+                   **model_kwargs) -> Tuple[Dict[str, Any], str, Dict[str, Any]]:
+    """``(variables, arch, create kwargs)`` of a checkpoint, strictly checked against ``create(arch, <its head size>)``."""
+    path, weights = _resolve(name_or_path, progress)
+    arch = arch or (weights.arch if weights else None)
+    fmt = weights.format if weights else None
+    if fmt == "keras_h5" or (fmt is None and path.suffix == ".h5"):
+        return convert.from_keras_h5(path, arch or "vgg16", **model_kwargs), arch or "vgg16", model_kwargs
+    if path.is_dir():
+        arrays, meta = read_hf_folder(path)
+        source = source or "hf"
+    elif path.suffix in READERS:
+        arrays, meta = READERS[path.suffix](path)
+    else:
+        raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors, .pth/.pt/.bin, "
+                         f".h5, .npz or a Hugging Face folder")
+    arch = arch or meta.get("arch") or convert.detect_arch(arrays)
+    model_kwargs = {**meta.get("kwargs", {}), **model_kwargs}
+    source = source or FORMAT_SOURCES.get(fmt) or convert.detect_source(arrays)
+    if arch is None or source is None:
+        raise ValueError(f"{path}: cannot tell the {'arch' if arch is None else 'source format'} from its key "
+                         f"names (e.g. {list(arrays)[:3]}); pass arch=… and source=… "
+                         f"(one of {convert.SOURCES + ('tljax',)})")
+    if source == "tljax":
+        flat = {k: jnp.asarray(v) for k, v in arrays.items()}
+        variables = validate(flat, {k: k for k in flat}, arch, f"tljax weights {path}", **model_kwargs)
+        return variables, arch, model_kwargs
+    if arch == "bert" and "config" not in model_kwargs:
+        raise ValueError(f"{path}: BERT weights need their config: pass config=<config.json dict>, or load the "
+                         f"Hugging Face folder that holds config.json")
+    variables, model_kwargs = convert.convert_torch(arrays, arch, source, **model_kwargs)
+    return variables, arch, model_kwargs
+
+
+def load(name_or_path, num_classes: Optional[int] = None, head_zero_init: bool = False, *,
+         arch: Optional[str] = None, source: Optional[str] = None, keep_head: bool = False,
+         rng: Optional[jax.Array] = None, progress: bool = True, **model_kwargs) -> Tuple[nn.Module, Dict[str, Any]]:
+    """``(model, variables)`` for pretrained weights; see the module docstring. ``model_kwargs`` go to ``create``."""
+    variables, arch, model_kwargs = read_variables(name_or_path, arch, source, progress, **model_kwargs)
+    pretrained_head = head_size(flatten(variables))
+    if keep_head:
+        if pretrained_head is None or num_classes not in (None, pretrained_head):
+            raise ValueError(f"keep_head=True needs the checkpoint's head ({pretrained_head} classes) "
+                             f"and num_classes None or equal to it, got {num_classes}")
+        return models.create(arch, pretrained_head, **model_kwargs), jax.tree.map(jnp.asarray, variables)
+    model = models.create(arch, num_classes, head_zero_init, **model_kwargs)
+    if num_classes is None:
+        backbone = {c: {k: v for k, v in tree.items() if k != "head"} for c, tree in variables.items()}
+        return model, jax.tree.map(jnp.asarray, backbone)
+    init = jax.jit(model.init)(rng if rng is not None else jax.random.PRNGKey(0), models.example_input(model))
+    return model, jax.tree.map(jnp.asarray, merge_pretrained(init, variables, dont_load=("head/.*",)))
+
+
+__all__ = ["load", "read_variables", "save", "register", "Weights", "REGISTRY", "cache_dir", "fetch",
+           "ChecksumError", "DownloadError", "UnsafeCheckpointError"]

@@ -1,0 +1,101 @@
+"""Reading checkpoint files without ever running code from them.
+
+safetensors and ``.npz`` (``allow_pickle=False``) hold only arrays; ``.pth``/``.pt``/``.bin`` go
+through ``torch.load(weights_only=True)``, whose unpickler admits tensors and plain containers
+only; Keras ``.h5`` is read with h5py. Each reader returns ``(arrays, metadata)``: a flat
+``{name: array}`` dict and the tljax metadata stored by ``save`` (arch, create kwargs) if any.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+META_KEY = "__tljax__"  # npz entry / safetensors metadata key holding {"arch": …, "kwargs": …} as JSON
+
+Arrays = Dict[str, Any]
+
+
+class UnsafeCheckpointError(ValueError):
+    """The file holds Python objects beyond arrays; loading it could run code, so it is refused."""
+
+
+def read_torch(path: Path) -> Tuple[Arrays, dict]:
+    """A ``torch.save`` file, unpickled with ``weights_only=True``; refuses anything else."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: it holds Python objects other than tensors, and unpickling them could "
+            f"run code (torch.load(weights_only=True): {reason}). Re-save only the tensors (safetensors or "
+            f"a plain state dict) where the file is trusted.") from None
+    return unwrap_state_dict(obj, path), {}
+
+
+def unwrap_state_dict(obj: Any, path: Path) -> Arrays:
+    """The tensors of a state dict, also when nested under ``state_dict``/``model`` or saved from DataParallel."""
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state dict (name → tensor), got {type(obj).__name__}")
+    arrays = {k: v for k, v in obj.items() if hasattr(v, "shape")}
+    if arrays and all(k.startswith("module.") for k in arrays):
+        arrays = {k[len("module."):]: v for k, v in arrays.items()}
+    return arrays
+
+
+def read_safetensors(path: Path) -> Tuple[Arrays, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+        return {k: f.get_tensor(k) for k in f.keys()}, meta
+
+
+def read_npz(path: Path) -> Tuple[Arrays, dict]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as err:  # object arrays need pickle
+        raise UnsafeCheckpointError(f"refused to load {path}: {err}") from None
+    meta = json.loads(str(arrays.pop(META_KEY))) if META_KEY in arrays else {}
+    return arrays, meta
+
+
+def read_hf_folder(path: Path) -> Tuple[Arrays, dict]:
+    """A Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or ``pytorch_model.bin``)."""
+    config = json.loads((path / "config.json").read_text())
+    for name, reader in (("model.safetensors", read_safetensors), ("pytorch_model.bin", read_torch)):
+        if (path / name).exists():
+            return reader(path / name)[0], {"arch": config.get("model_type"), "kwargs": {"config": config}}
+    raise FileNotFoundError(f"{path}: a Hugging Face folder needs model.safetensors or pytorch_model.bin")
+
+
+READERS = {".safetensors": read_safetensors, ".npz": read_npz, ".pth": read_torch, ".pt": read_torch,
+           ".bin": read_torch}
+
+
+def save(path, variables: Mapping, arch: str, **model_kwargs) -> Path:
+    """Writes tljax variables to ``.safetensors`` or ``.npz`` with the arch and ``create`` kwargs, for ``load``."""
+    from tljax.params import flatten
+
+    path = Path(path)
+    flat = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flatten(variables).items()}
+    meta = json.dumps({"arch": arch, "kwargs": model_kwargs})  # raises on kwargs JSON cannot hold
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(flat, str(path), metadata={META_KEY: meta})
+    elif path.suffix == ".npz":
+        np.savez(path, **flat, **{META_KEY: np.array(meta)})
+    else:
+        raise ValueError(f"save writes .safetensors or .npz, not {path.suffix!r}")
+    return path
