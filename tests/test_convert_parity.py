@@ -1,7 +1,8 @@
 """Numerical parity of converted weights with the source frameworks (CPU, float32, eval mode).
 
-Sources are built with random weights *and* random BatchNorm running statistics, converted,
-and run on the same random input: max |Δ| of the outputs must be ≤ 1e-4 with outputs of order 1.
+Sources are built with random weights *and* random BatchNorm running statistics (see
+``randomize_``), converted, and run on the same random input: max |Δ| of the outputs must be
+≤ 1e-4 with outputs of order 1.
 The references come from the ``parity`` extra (CI installs it, so these never skip there).
 """
 
@@ -26,22 +27,35 @@ TOL = 1e-4
 torch.set_num_threads(2)
 
 
-def randomize_(module: "torch.nn.Module", seed: int = 0):
-    """Random BatchNorm statistics and affine parameters; zero-initialised tensors (heads, biases, tokens) made random."""
+def randomize_(module: "torch.nn.Module", size: int = 64, seed: int = 0):
+    """Random weights, and random BatchNorm running statistics of a realistic scale.
+
+    BatchNorm affine parameters are drawn at random; the running statistics are first set to those
+    of random images (one cumulative pass in train mode, so the outputs stay of order 1 through
+    the depth of the net, as with trained weights), then randomly perturbed (mean shifted by up
+    to ±0.2 std, variance scaled by 0.5–2), so that a conversion mixing up mean and var, or
+    reading the wrong layer's statistics, cannot pass. Zero-initialised tensors (heads, biases,
+    class tokens) are made random too.
+    """
     g = torch.Generator().manual_seed(seed)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0.0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0.0, 0.2, generator=g)
-            elif isinstance(m, torch.nn.LayerNorm):
+            if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)):
                 m.weight.uniform_(0.5, 1.5, generator=g)
                 m.bias.normal_(0.0, 0.2, generator=g)
         for p in module.parameters():
             if not p.any():
                 p.normal_(0.0, 0.05, generator=g)
+        if norms:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average: one pass sets the statistics
+            module.train()(torch.randn(4, 3, size, size, generator=g))
+            for m in norms:
+                std = m.running_var.sqrt()
+                m.running_mean.add_(std * torch.empty_like(std).uniform_(-0.2, 0.2, generator=g))
+                m.running_var.mul_(torch.empty_like(std).uniform_(0.5, 2.0, generator=g))
     return module.eval()
 
 
@@ -74,15 +88,16 @@ def test_torchvision_parity(arch, size):
     torchvision = pytest.importorskip("torchvision")
     name = {"vit_b16": "vit_b_16"}.get(arch, arch)
     torch.manual_seed(0)
-    ref_model = randomize_(getattr(torchvision.models, name)(weights=None))
+    ref_model = randomize_(getattr(torchvision.models, name)(weights=None), size)
     image_parity(ref_model, arch, "torchvision", size, batch=1 if arch == "vit_b16" else 2)
 
 
-@pytest.mark.parametrize("timm_name,arch,size", [("resnet50", "resnet50", 64), ("vit_base_patch16_224", "vit_b16", 224)])
+@pytest.mark.parametrize("timm_name,arch,size", [("resnet50", "resnet50", 64),
+                                                  ("vit_base_patch16_224", "vit_b16", 224)])
 def test_timm_parity(timm_name, arch, size):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    ref_model = randomize_(timm.create_model(timm_name, pretrained=False))
+    ref_model = randomize_(timm.create_model(timm_name, pretrained=False), size)
     image_parity(ref_model, arch, "timm", size, batch=1 if arch == "vit_b16" else 2)
 
 
@@ -115,7 +130,8 @@ def test_bert_parity():
     # Default: the pooler has no place in a last-hidden-state model and is dropped.
     variables = convert.from_torch(ref_model.state_dict(), "bert", "hf", config=config.to_dict())
     model = models.create("bert", config=config.to_dict())
-    compare(ref.last_hidden_state.numpy(), model.apply(variables, jnp.asarray(ids), **inputs), "hf bert last hidden state")
+    out = model.apply(variables, jnp.asarray(ids), **inputs)
+    compare(ref.last_hidden_state.numpy(), out, "hf bert last hidden state")
 
     variables = convert.from_torch(ref_model.state_dict(), "bert", "hf", config=config.to_dict(), pooling="pooler")
     model = models.create("bert", config=config.to_dict(), pooling="pooler")

@@ -43,8 +43,9 @@ def detect_arch(arrays: Mapping[str, Any]) -> Optional[str]:
             blocks[int(m[1])] = max(blocks.get(int(m[1]), 0), int(m[2]) + 1)
     sizes = tuple(blocks[i] for i in sorted(blocks))
     bottleneck = any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in keys)
+    stem = np.shape(arrays["conv1.weight"])[-1] if np.ndim(arrays.get("conv1.weight")) == 4 else None
     for name, spec in RESNETS.items():
-        if tuple(spec["stage_sizes"]) == sizes and (spec["block_cls"] is Bottleneck) == bottleneck:
-            if np.ndim(arrays.get("conv1.weight")) == 4 and np.shape(arrays["conv1.weight"])[-1] == (7 if spec.get("stem", "imagenet") == "imagenet" else 3):
-                return name
+        same_stem = stem == (7 if spec.get("stem", "imagenet") == "imagenet" else 3)
+        if tuple(spec["stage_sizes"]) == sizes and (spec["block_cls"] is Bottleneck) == bottleneck and same_stem:
+            return name
     return None

@@ -96,7 +96,10 @@ class Bert(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros(input_ids.shape, jnp.int32)
         init = nn.initializers.normal(self.initializer_range)
-        embed = lambda n, name: nn.Embed(n, self.hidden_size, embedding_init=init, dtype=self.dtype, name=name)  # noqa: E731
+
+        def embed(num, name):
+            return nn.Embed(num, self.hidden_size, embedding_init=init, dtype=self.dtype, name=name)
+
         x = (embed(self.vocab_size, "word_embeddings")(input_ids)
              + embed(self.max_position_embeddings, "position_embeddings")(jnp.arange(length)[None])
              + embed(self.type_vocab_size, "token_type_embeddings")(token_type_ids))

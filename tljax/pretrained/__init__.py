@@ -48,7 +48,10 @@ def _resolve(name_or_path, progress: bool) -> Tuple[Path, Optional[Weights]]:
 
 def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[str] = None, progress: bool = True,
                    **model_kwargs) -> Tuple[Dict[str, Any], str, Dict[str, Any]]:
-    """``(variables, arch, create kwargs)`` of a checkpoint, strictly checked against ``create(arch, <its head size>)``."""
+    """``(variables, arch, create kwargs)`` of a checkpoint.
+
+    The variables are strictly checked against ``create(arch, <the checkpoint's head size>, **kwargs)``.
+    """
     path, weights = _resolve(name_or_path, progress)
     arch = arch or (weights.arch if weights else None)
     fmt = weights.format if weights else None
