@@ -144,5 +144,5 @@ RESNETS = {
     "resnet101": dict(stage_sizes=(3, 4, 23, 3), block_cls=Bottleneck),
     "resnet152": dict(stage_sizes=(3, 8, 36, 3), block_cls=Bottleneck),
     # A small ResNet for 8×8 sklearn digits: the foundation demo's source model.
-    "resnet_digits": dict(stage_sizes=(1, 1, 1), block_cls=BasicBlock, widths=(16, 32, 64), stem="small"),
+    "resnet_digits": dict(stage_sizes=(1, 1, 1), block_cls=BasicBlock, widths=(64, 128, 256), stem="small"),
 }

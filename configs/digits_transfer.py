@@ -1,0 +1,47 @@
+"""Digits 0–4 → digits 5–9 with 10 labels per class: the offline transfer demo.
+
+    python -m tljax.train --config configs/digits_transfer.py --workdir runs/digits
+
+Pre-trains a small ResNet on sklearn digits 0–4 (saved in ``runs/digits/source``, reused
+when present), then trains on digits 5–9 with ``target_labels_per_class`` labels per class
+using ``strategy`` and, for comparison, each of ``compare``. Expected on 2 CPU cores: under
+3 minutes in all, and the table it prints ends with linear probe and full FT well above
+scratch (see the README for the figures measured).
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.arch = "resnet_digits"
+    config.model = ml_collections.ConfigDict()  # overrides passed to models.create
+
+    config.target_labels_per_class = 10
+    config.data = ml_collections.ConfigDict(dict(source="digits", classes=(5, 6, 7, 8, 9)))
+    config.data.labels_per_class = config.get_ref("target_labels_per_class")
+
+    config.strategy = "full_ft"
+    config.compare = ("linear_probe", "scratch")
+    config.dont_load = ("head/.*",)
+    config.frozen_bn_train = False  # True: BatchNorms in frozen blocks keep updating their statistics
+
+    config.lr_mults = (("head/.*", 10.0),)  # the new head learns 10× faster (big_vision style table)
+    config.optimizer = "adamw"
+    config.lr = 1e-3
+    config.wd = 1e-4
+    config.momentum = 0.9
+    config.lr_schedule = "cosine"
+    config.warmup_steps = 10
+    config.batch_size = 32
+    config.eval_batch_size = 256
+    config.num_steps = 200
+    config.log_every = 20
+    config.ckpt_every = 100
+
+    # Pre-training on the source task: these fields replace the ones above for that run.
+    config.source = ml_collections.ConfigDict(dict(
+        data=dict(source="digits", classes=(0, 1, 2, 3, 4), test_fraction=0.2),
+        num_steps=400, lr=3e-3, batch_size=64, ckpt_every=200))
+    return config

@@ -1,0 +1,79 @@
+"""Resumable checkpoints with orbax: params, batch_stats, opt_state and meta as separate items.
+
+Separate items let a run with another freezing strategy restore ``params`` alone. ``meta``
+records the step and every parameter's shape, so a workdir that holds another model is
+refused with a clear error before anything is overwritten or deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from tljax import params as P
+
+STATE_ITEMS = ("params", "batch_stats", "opt_state")
+
+
+class CheckpointMismatchError(ValueError):
+    """The workdir's checkpoint belongs to another model or strategy."""
+
+
+def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def describe(state, **extra) -> Dict[str, Any]:
+    """The meta item: what a checkpoint must match to be resumed."""
+    shapes = {k: list(np.shape(v)) for k, v in P.flatten(state.params).items()}
+    return {"step": int(state.step), "param_shapes": shapes, **extra}
+
+
+def save(mngr: ocp.CheckpointManager, state, **meta) -> None:
+    items = {name: ocp.args.StandardSave(getattr(state, name)) for name in STATE_ITEMS
+             if jax.tree.leaves(getattr(state, name))}
+    items["meta"] = ocp.args.JsonSave(describe(state, **meta))
+    mngr.save(int(state.step), args=ocp.args.Composite(**items), force=True)
+    mngr.wait_until_finished()
+
+
+def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str) -> None:
+    """Refuses to resume a checkpoint of another model or strategy (deletes nothing)."""
+    problems = []
+    for key in sorted(set(saved) | set(expected)):
+        if key == "step":
+            continue
+        if key == "param_shapes":
+            a, b = saved.get(key, {}), expected.get(key, {})
+            diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            if diff:
+                problems.append(f"{len(diff)} parameters differ, e.g. {diff[0]!r}: "
+                                f"checkpoint {a.get(diff[0])}, this run {b.get(diff[0])}")
+        elif saved.get(key) != expected.get(key):
+            problems.append(f"{key}: checkpoint {saved.get(key)!r}, this run {expected.get(key)!r}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"the checkpoint in {directory} belongs to a different run:\n  " + "\n  ".join(problems)
+            + "\nNothing was deleted. Use another --workdir, or remove that folder yourself to start over.")
+
+
+def restore_latest(mngr: ocp.CheckpointManager, state, sharding, **meta) -> Optional[Any]:
+    """The latest checkpoint restored into ``state``'s structure, or None when there is none."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    saved_meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_meta(saved_meta, describe(state, **meta), str(mngr.directory))
+    abstract = lambda tree: jax.tree.map(  # noqa: E731
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
+    names = [n for n in STATE_ITEMS if jax.tree.leaves(getattr(state, n))]
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        **{n: ocp.args.StandardRestore(abstract(getattr(state, n))) for n in names}))
+    return state.replace(step=jax.numpy.asarray(saved_meta["step"], jax.numpy.int32),
+                         **{n: restored[n] for n in names})

@@ -1,0 +1,20 @@
+"""``python -m tljax.train --config configs/digits_transfer.py --workdir runs/digits [--config.k=v …]``"""
+
+import logging
+import sys
+
+from tljax.config import parse_args
+from tljax.train.loop import run
+
+
+def main(argv=None):
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
+    try:
+        config, workdir = parse_args(sys.argv[1:] if argv is None else argv)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        sys.exit(f"error: {e.args[0] if e.args else e}")
+    run(config, workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Pure ``train_step(state, batch)`` / ``eval_step`` and their jit over a device mesh.
+
+The step knows nothing about where weights came from or how data was read. It
+differentiates only the trainable subtree (the frozen one is closed over, so XLA never
+computes its gradients), runs frozen BatchNorms in inference mode, and leaves frozen
+parameters bit-identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Dict, FrozenSet, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from tljax import params as P
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def split_trainable(params, mask) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Flat ``(trainable, frozen)`` dicts of ``/``-joined path -> array."""
+    flat, flat_mask = P.flatten(params), P.flatten(mask)
+    trainable = {k: v for k, v in flat.items() if flat_mask[k]}
+    frozen = {k: v for k, v in flat.items() if not flat_mask[k]}
+    return trainable, frozen
+
+
+def join(*flat_parts):
+    merged = {}
+    for part in flat_parts:
+        merged.update(part)
+    return P.unflatten(merged)
+
+
+def frozen_batchnorms(batch_stats, mask) -> FrozenSet[str]:
+    """Paths of BatchNorm modules whose scale and bias are frozen."""
+    flat_mask = P.flatten(mask)
+    modules = {k.rsplit("/", 1)[0] for k in P.flatten(batch_stats)}
+    return frozenset(m for m in modules
+                     if not any(flat_mask.get(f"{m}/{p}", False) for p in ("scale", "bias")))
+
+
+def batchnorm_in_inference_mode(module_paths: FrozenSet[str]):
+    """A flax interceptor forcing ``use_running_average=True`` on the named BatchNorms."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if (context.method_name == "__call__" and isinstance(module, nn.BatchNorm)
+                and "/".join(module.path) in module_paths):
+            kwargs = {**kwargs, "use_running_average": True}
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(interceptor)
+
+
+def model_inputs(batch) -> Tuple[tuple, dict]:
+    """Positional and keyword inputs of a model for an image or a text batch."""
+    if "image" in batch:
+        return (batch["image"],), {}
+    kwargs = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
+    return (batch["input_ids"],), kwargs
+
+
+def cross_entropy(logits, labels, weights=None):
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    if weights is None:
+        return losses.mean()
+    return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0):
+    """One optimisation step on the trainable subtree; returns ``(state, metrics)``."""
+    trainable, frozen = split_trainable(state.params, mask)
+    args, kwargs = model_inputs(batch)
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+
+    def loss_fn(trainable_params):
+        variables = {"params": join(trainable_params, frozen), "batch_stats": state.batch_stats}
+        with batchnorm_in_inference_mode(frozen_bn):
+            logits, new_vars = model.apply(variables, *args, train=True, **kwargs,
+                                           mutable=["batch_stats"], rngs={"dropout": rng})
+        return cross_entropy(logits, batch["label"]), (logits, new_vars.get("batch_stats", {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    # multi_transform wants a full tree; the frozen group's set_to_zero ignores these zeros.
+    zeros = {k: jnp.zeros_like(v) for k, v in frozen.items()}
+    updates, opt_state = tx.update(join(grads, zeros), state.opt_state, state.params)
+    new_trainable = optax.apply_updates(trainable, split_trainable(updates, mask)[0])
+    new_state = state.replace(step=state.step + 1, params=join(new_trainable, frozen),
+                              batch_stats=batch_stats or state.batch_stats, opt_state=opt_state)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+               "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+
+def eval_step(variables, batch, *, model):
+    """Class predictions for a batch (inference mode)."""
+    args, kwargs = model_inputs(batch)
+    return jnp.argmax(model.apply(variables, *args, train=False, **kwargs), axis=-1)
+
+
+# --- placement on devices -------------------------------------------------------------------
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D ``data`` mesh over all devices (of all processes)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if global_batch_size % n:
+        raise ValueError(f"batch_size {global_batch_size} does not divide the {n} devices of the mesh; "
+                         f"use a multiple of {n}, e.g. --config.batch_size={max(n, global_batch_size // n * n)}")
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Host-local numpy batch -> global arrays sharded over ``data``."""
+    sharding = data_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def abstract(tree, sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
+
+
+def compile_train_step(step_fn, state, batch, mesh: Mesh):
+    """AOT-compiles ``step_fn`` for these shapes. Returns ``(compiled, seconds, flops)``.
+
+    State is replicated and donated; the batch is split on ``data``.
+    """
+    rep = replicated(mesh)
+    jitted = jax.jit(step_fn, in_shardings=(rep, data_sharding(mesh)), out_shardings=(rep, rep),
+                     donate_argnums=(0,))
+    start = time.perf_counter()
+    compiled = jitted.lower(abstract(state, rep), abstract(batch, data_sharding(mesh))).compile()
+    return compiled, time.perf_counter() - start, flops_of(compiled)
+
+
+def flops_of(compiled) -> float:
+    """XLA's own FLOP count for a compiled computation (0 when the backend gives none)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def make_train_step(model, tx, mask, frozen_bn, seed: int = 0):
+    return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed)
