@@ -12,7 +12,8 @@ scratch (see the README for the figures measured).
 import ml_collections
 
 
-def get_config():
+def get_config(arg=None):
+    """``arg='runlocal'``: a seconds-long smoke run (tiny model, few steps) for tests."""
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.arch = "resnet_digits"
@@ -44,4 +45,11 @@ def get_config():
     config.source = ml_collections.ConfigDict(dict(
         data=dict(source="digits", classes=(0, 1, 2, 3, 4), test_fraction=0.2),
         num_steps=400, lr=3e-3, batch_size=64, ckpt_every=200))
+    if arg == "runlocal":
+        config.model = ml_collections.ConfigDict(dict(widths=(8, 16, 32)))
+        config.num_steps, config.ckpt_every, config.log_every = 12, 4, 4
+        config.source.num_steps, config.source.ckpt_every = 20, 10
+        config.compare = ()
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
     return config

@@ -103,7 +103,7 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     new_state = state.replace(step=state.step + 1, params=join(new_trainable, frozen),
                               batch_stats=batch_stats or state.batch_stats, opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
 

@@ -1,0 +1,24 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+
+
+def run_train(workdir, *overrides, config="configs/digits_transfer.py:runlocal", env=None, check=True):
+    """Runs ``python -m tljax.train`` in a fresh process (the way users run it)."""
+    cmd = [sys.executable, "-m", "tljax.train", "--config", config, "--workdir", str(workdir), *overrides]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture
+def runlocal_config():
+    from tljax.config import load_file
+
+    return load_file(os.path.join(ROOT, "configs/digits_transfer.py:runlocal"))
