@@ -82,11 +82,17 @@ def cross_entropy(logits, labels, weights=None):
     return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
-def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0):
-    """One optimisation step on the trainable subtree; returns ``(state, metrics)``."""
+def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0,
+               preprocess=None):
+    """One optimisation step on the trainable subtree; returns ``(state, metrics)``.
+
+    ``preprocess(batch, rng)`` (e.g. on-device augmentation) runs first, seeded from the step.
+    """
     trainable, frozen = split_trainable(state.params, mask)
-    args, kwargs = model_inputs(batch)
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+    if preprocess is not None:
+        batch = preprocess(batch, jax.random.fold_in(rng, 1))
+    args, kwargs = model_inputs(batch)
 
     def loss_fn(trainable_params):
         variables = {"params": join(trainable_params, frozen), "batch_stats": state.batch_stats}
@@ -107,8 +113,10 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     return new_state, metrics
 
 
-def eval_step(variables, batch, *, model):
-    """Class predictions for a batch (inference mode)."""
+def eval_step(variables, batch, *, model, preprocess=None):
+    """Class predictions for a batch (inference mode); ``preprocess(batch)`` runs first."""
+    if preprocess is not None:
+        batch = preprocess(batch)
     args, kwargs = model_inputs(batch)
     return jnp.argmax(model.apply(variables, *args, train=False, **kwargs), axis=-1)
 
@@ -166,5 +174,6 @@ def flops_of(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def make_train_step(model, tx, mask, frozen_bn, seed: int = 0):
-    return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed)
+def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None):
+    return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed,
+                             preprocess=preprocess)
