@@ -35,12 +35,23 @@ def describe(state, **extra) -> Dict[str, Any]:
     return {"step": int(state.step), "param_shapes": shapes, **extra}
 
 
-def save(mngr: ocp.CheckpointManager, state, **meta) -> None:
+def save(mngr: ocp.CheckpointManager, state, data_state: Optional[Dict[str, Any]] = None, **meta) -> None:
+    """``data_state`` (the input iterator's JSON state) is saved as the ``data`` item."""
     items = {name: ocp.args.StandardSave(getattr(state, name)) for name in STATE_ITEMS
              if jax.tree.leaves(getattr(state, name))}
     items["meta"] = ocp.args.JsonSave(describe(state, **meta))
+    if data_state is not None:
+        items["data"] = ocp.args.JsonSave(data_state)
     mngr.save(int(state.step), args=ocp.args.Composite(**items), force=True)
     mngr.wait_until_finished()
+
+
+def restore_data_state(mngr: ocp.CheckpointManager) -> Optional[Dict[str, Any]]:
+    """The input iterator state saved with the latest checkpoint, or None (none saved)."""
+    step = mngr.latest_step()
+    if step is None or not (mngr.directory / str(step) / "data").exists():
+        return None
+    return mngr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
 
 
 def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str) -> None:
