@@ -1,26 +1,127 @@
-"""Data sources -> in-memory splits and deterministic batches.
+"""Data sources -> splits -> one grain pipeline (``tljax.data.pipeline``).
 
-``load_splits(data_config, seed) -> (train, test, info)`` where splits are dicts of numpy
-arrays (``image``/``label``, or ``input_ids``/``attention_mask``/``label``) and ``info`` holds
-at least ``num_classes``.
+``load_splits(data_config, seed) -> (train, test, info)``. A split is a dict of numpy arrays
+(``image``/``label``, or ``input_ids``/``attention_mask``/``token_type_ids``/``label``) or a
+random-access object of such examples. ``info`` holds ``num_classes``, ``label_names``,
+``skipped_examples``, ``train_examples``/``test_examples`` (read) and, for text, ``buckets``.
+
+``data.source`` is one of ``digits``, ``tfds:<name>``, ``image_folder``, ``text_tsv``,
+``text_csv``; ``data.train_examples`` (0 = all) keeps a seeded random subset of training.
 """
 
 from __future__ import annotations
 
-from tljax.data import batching, digits
+from typing import Any, Dict, Tuple
 
-SOURCES = ("digits",)
+import numpy as np
+
+from tljax.data import augment, batching, digits, pipeline, text
+
+SOURCES = ("digits", "tfds:<name>", "image_folder", "text_tsv", "text_csv")
 
 
-def load_splits(cfg, seed: int):
+class Subset:
+    """Examples ``indices`` of a random-access source."""
+
+    def __init__(self, source, indices):
+        self.source, self.indices = source, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.source[int(self.indices[i])]
+
+
+def subset_indices(n: int, keep: int, seed: int) -> np.ndarray:
+    """A seeded random choice of ``keep`` of ``n`` indices, in file order (all when ``keep`` is 0)."""
+    if not keep or keep >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).choice(n, keep, replace=False))
+
+
+def take(split, indices):
+    if isinstance(split, dict):
+        return {k: v[indices] for k, v in split.items()}
+    return Subset(split, indices) if len(indices) < len(split) else split
+
+
+def _digits(cfg, seed):
+    pool = digits.select_classes(tuple(cfg.classes))
+    if cfg.get("labels_per_class"):
+        train, test = digits.split_per_class(pool, cfg.labels_per_class, seed)
+    else:
+        train, test = digits.split_fraction(pool, cfg.get("test_fraction", 0.2), seed)
+    return train, test, {"num_classes": len(cfg.classes), "label_names": [str(c) for c in cfg.classes]}
+
+
+def _tfds(cfg, seed):
+    from tljax.data import tfds_source  # noqa: PLC0415
+
+    name = cfg.source.split(":", 1)[1]
+    kw = dict(data_dir=cfg.get("data_dir") or None, image_key=cfg.get("image_key", "image"),
+              label_key=cfg.get("label_key", "label"), download=cfg.get("download", False))
+    train, info = tfds_source.load(name, cfg.get("train_split", "train"), **kw)
+    test, _ = tfds_source.load(name, cfg.get("test_split", "test"), **kw)
+    return train, test, info
+
+
+def _image_folder(cfg, seed):
+    import os  # noqa: PLC0415
+
+    from tljax.data import image_folder  # noqa: PLC0415
+
+    size = int(cfg.image_size)
+    train, info = image_folder.load(os.path.join(cfg.path, cfg.get("train_split", "train")), size)
+    test, test_info = image_folder.load(os.path.join(cfg.path, cfg.get("test_split", "val")), size,
+                                        class_names=info["label_names"])
+    skipped = info["skipped_paths"] + test_info["skipped_paths"]
+    return train, test, {"num_classes": len(info["label_names"]), "label_names": info["label_names"],
+                         "skipped_examples": len(skipped), "skipped_paths": skipped}
+
+
+def _text(cfg, seed):
+    from tljax.data import text_files  # noqa: PLC0415
+
+    delimiter = "\t" if cfg.source == "text_tsv" else ","
+    cols = (cfg.get("text_column", "sentence"), cfg.get("label_column", "label"), cfg.get("has_header", True))
+    test_path = cfg.get("test_path") or cfg.get("eval_path")
+    if not cfg.get("train_path") or not test_path:
+        raise ValueError(f"data.source={cfg.source!r} needs data.train_path and data.test_path (or eval_path)")
+    texts, labels, lines = text_files.read_rows(cfg.train_path, delimiter, *cols)
+    names = tuple(cfg.get("label_names") or ()) or text_files.infer_label_names(labels)
+    keep = subset_indices(len(texts), cfg.get("train_examples", 0), seed)
+    ids = text_files.label_ids(labels, names, cfg.train_path, lines)
+    test_texts, test_labels, test_lines = text_files.read_rows(test_path, delimiter, *cols)
+    test_ids = text_files.label_ids(test_labels, names, test_path, test_lines)
+    tokenizer = text.load_tokenizer(cfg.tokenizer, cfg.max_len)
+    train = text.tokenize(tokenizer, [texts[i] for i in keep], cfg.max_len, desc="tokenize train")
+    train["label"] = np.asarray(ids, np.int32)[keep]
+    test = text.tokenize(tokenizer, test_texts, cfg.max_len, desc="tokenize test")
+    test["label"] = np.asarray(test_ids, np.int32)
+    buckets = tuple(cfg.get("buckets") or ()) or text.default_buckets(cfg.max_len)
+    return train, test, {"num_classes": len(names), "label_names": list(names), "buckets": buckets,
+                         "rows_in_train_file": len(texts)}
+
+
+def load_splits(cfg, seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
     if cfg.source == "digits":
-        pool = digits.select_classes(tuple(cfg.classes))
-        if cfg.get("labels_per_class"):
-            train, test = digits.split_per_class(pool, cfg.labels_per_class, seed)
-        else:
-            train, test = digits.split_fraction(pool, cfg.get("test_fraction", 0.2), seed)
-        return train, test, {"num_classes": len(cfg.classes)}
-    raise ValueError(f"unknown data.source {cfg.source!r}; allowed: {SOURCES}")
+        loader = _digits
+    elif cfg.source.startswith("tfds:"):
+        loader = _tfds
+    elif cfg.source == "image_folder":
+        loader = _image_folder
+    elif cfg.source in ("text_tsv", "text_csv"):
+        loader = _text
+    else:
+        raise ValueError(f"unknown data.source {cfg.source!r}; allowed: {SOURCES}")
+    train, test, info = loader(cfg, seed)
+    if cfg.source not in ("text_tsv", "text_csv"):  # text subsets before tokenising
+        train = take(train, subset_indices(pipeline.num_examples(train), cfg.get("train_examples", 0), seed))
+    info.setdefault("skipped_examples", 0)
+    info["train_examples"] = pipeline.num_examples(train)
+    info["test_examples"] = pipeline.num_examples(test)
+    return train, test, info
 
 
-__all__ = ["batching", "digits", "load_splits"]
+__all__ = ["augment", "batching", "digits", "pipeline", "text", "load_splits", "SOURCES"]

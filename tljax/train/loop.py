@@ -43,17 +43,32 @@ def initial_state(config, model, example_batch, pretrained: Optional[Dict], stra
     return variables
 
 
-def evaluate(model, variables, split, batch_size: int, mesh, num_classes: int) -> Dict[str, Any]:
-    """Metrics on a whole split, batches padded to the mesh and padding dropped."""
-    predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model))
-    predictions = []
-    for batch in tqdm(data.batching.eval_batches(split, batch_size), desc="eval", leave=False,
-                      total=-(-len(split["label"]) // batch_size)):
-        mask = batch.pop("mask").astype(bool)
-        out = np.asarray(jax.experimental.multihost_utils.process_allgather(
-            predict(variables, S.shard_batch(batch, mesh)), tiled=True))
-        predictions.append(out[mask])
-    return classification_metrics(split["label"], np.concatenate(predictions), num_classes)
+def evaluate(model, variables, split, batch_size: int, mesh, num_classes: int, preprocess=None,
+             buckets=()) -> Dict[str, Any]:
+    """Metrics on a whole split: each process reads its share, padding is masked out."""
+    predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess))
+    predictions, labels = [], []
+    batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
+    for batch in tqdm(batches, desc="eval", leave=False, total=-(-data.pipeline.num_examples(split) // batch_size)):
+        truth = S.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
+        out, truth = jax.experimental.multihost_utils.process_allgather(
+            (predict(variables, S.shard_batch(batch, mesh)), truth), tiled=True)
+        valid = np.asarray(truth["mask"]).astype(bool)
+        predictions.append(np.asarray(out)[valid])
+        labels.append(np.asarray(truth["label"])[valid])
+    return classification_metrics(np.concatenate(labels), np.concatenate(predictions), num_classes)
+
+
+def shape_key(batch) -> tuple:
+    """Batches with equal keys, shapes and dtypes share one compiled train step."""
+    return tuple(sorted((k, np.shape(v), str(np.asarray(v).dtype)) for k, v in batch.items()))
+
+
+def train_batches(config, split, buckets, state=None):
+    """This process's share of each global train batch, resumable from ``state``."""
+    return data.pipeline.train_iterator(split, config.batch_size, config.seed, jax.process_index(),
+                                        jax.process_count(), buckets, num_threads=config.data.get("num_threads", 4),
+                                        prefetch=config.data.get("prefetch", 4), state=state)
 
 
 class MetricsLog:
@@ -75,15 +90,22 @@ class MetricsLog:
 
 
 def fit(config, split_train, split_test, num_classes: int, workdir: str, strategy_spec: str,
-        pretrained: Optional[Dict] = None) -> Dict[str, Any]:
-    """Trains ``config.arch`` with one strategy; resumes from ``workdir/ckpt``; writes summary.json."""
+        pretrained: Optional[Dict] = None, info: Optional[Dict] = None, model=None) -> Dict[str, Any]:
+    """Trains ``config.arch`` (or ``model``) with one strategy; resumes from ``workdir/ckpt``; writes summary.json.
+
+    ``info`` is ``data.load_splits``'s: text length ``buckets``, label names and skip counts.
+    """
     os.makedirs(workdir, exist_ok=True)
+    info = info or {}
+    buckets = info.get("buckets", ())
     strategy = strategies.get(strategy_spec)
     mesh = S.make_mesh()
     S.check_global_batch(config.batch_size, mesh)
-    model = build_model(config, num_classes)
-    example = data.batching.train_batch(split_train, config.batch_size, 0, config.seed)
-    variables = initial_state(config, model, example, pretrained, strategy)
+    model = model if model is not None else build_model(config, num_classes)
+    train_pre, eval_pre = data.augment.make_preprocess(config.get("augment"))
+    example = data.pipeline.train_dataset(split_train, config.batch_size, config.seed, jax.process_index(),
+                                          jax.process_count(), buckets)[0]
+    variables = initial_state(config, model, eval_pre(example) if eval_pre else example, pretrained, strategy)
     labels = strategies.labels_from_rules(variables["params"], strategy.rules)
     mask = strategies.trainable_mask(labels)
     tx = optim.make_optimizer(config, labels, config.num_steps)
@@ -95,21 +117,28 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     mngr = checkpoint.manager(os.path.join(workdir, "ckpt"))
     state = checkpoint.restore_latest(mngr, state, S.replicated(mesh), **meta) or state
     start_step = int(state.step)
+    # grain's random-access iterator state is the next batch index; older checkpoints saved none
+    batches = train_batches(config, split_train, buckets,
+                            checkpoint.restore_data_state(mngr) or ({"next_index": start_step} if start_step else None))
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step)
     frozen_before = jax.device_get(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.get("frozen_bn_train", False) else S.frozen_batchnorms(state.batch_stats, mask)
-    step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed)
+    step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre)
     compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh)
+    compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
     step_times = []
     bar = tqdm(range(start_step, config.num_steps), initial=start_step, total=config.num_steps,
                desc=f"{strategy.name}", disable=jax.process_index() != 0)
     for step in bar:
-        batch = data.batching.train_batch(split_train, config.batch_size, step, config.seed,
-                                          jax.process_index(), jax.process_count())
+        batch = next(batches)
+        if shape_key(batch) not in compiled_steps:
+            compiled_steps[shape_key(batch)], seconds, _ = S.compile_train_step(
+                step_fn, state, S.shard_batch(batch, mesh), mesh)
+            compile_seconds += seconds
         start = time.perf_counter()
-        state, metrics = compiled(state, S.shard_batch(batch, mesh))
+        state, metrics = compiled_steps[shape_key(batch)](state, S.shard_batch(batch, mesh))
         metrics = jax.device_get(metrics)
         step_times.append(time.perf_counter() - start)
         done = step + 1
@@ -117,13 +146,13 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             log.write(step=done, **{k: float(v) for k, v in metrics.items()})
         if config.ckpt_every and done % config.ckpt_every == 0 and done < config.num_steps:
-            checkpoint.save(mngr, state, **meta)
+            checkpoint.save(mngr, state, batches.get_state(), **meta)
     if int(state.step) > start_step or mngr.latest_step() is None:
-        checkpoint.save(mngr, state, **meta)
+        checkpoint.save(mngr, state, batches.get_state(), **meta)
 
     check_frozen_unchanged(frozen_before, S.split_trainable(state.params, mask)[1])
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    results = evaluate(model, variables, split_test, config.eval_batch_size, mesh, num_classes)
+    results = evaluate(model, variables, split_test, config.eval_batch_size, mesh, num_classes, eval_pre, buckets)
     summary = {
         "strategy": strategy.name, **results,
         "trainable_params": P.count(S.split_trainable(state.params, mask)[0]),
@@ -137,8 +166,11 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "resumed_from_step": start_step,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
-        "train_examples": int(len(split_train["label"])),
-        "test_examples": int(len(split_test["label"])),
+        "train_examples": data.pipeline.num_examples(split_train),
+        "test_examples": data.pipeline.num_examples(split_test),
+        "label_names": info.get("label_names"),
+        "skipped_examples": info.get("skipped_examples", 0),
+        "compiled_shapes": len(compiled_steps),
     }
     log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
     if jax.process_index() == 0:
@@ -165,6 +197,23 @@ def source_config(config) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(merged)
 
 
+def load_pretrained(config, num_classes: int):
+    """``(model, variables)`` of ``config.pretrained`` (registry name or path) with a fresh head.
+
+    With ``config.pretrained_optional``, registry weights missing from the cache give
+    ``(None, None)`` and a warning (train from scratch) instead of a download.
+    """
+    from tljax import pretrained as registry  # noqa: PLC0415 (heavy: converters)
+
+    name = config.pretrained
+    weights = registry.REGISTRY.get(name)
+    if weights and config.get("pretrained_optional") and not (registry.cache_dir() / weights.cache_name).exists():
+        print(f"warning: pretrained weights {name!r} are not in {registry.cache_dir()}; training from scratch")
+        return None, None
+    model, variables = registry.load(name, num_classes, **config.get("model", {}))
+    return model, jax.device_get(variables)
+
+
 def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     """The main job. Returns ``{strategy: summary}``; writes ``workdir/summary.json`` and more."""
     check_workdir(workdir)
@@ -173,14 +222,18 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
         src = source_config(config)
         train, test, info = data.load_splits(src.data, src.seed)
         pretrained = fit(src, train, test, info["num_classes"], os.path.join(workdir, "source"),
-                         "scratch")["variables"]
+                         "scratch", info=info)["variables"]
         pretrained = jax.device_get(pretrained)
     train, test, info = data.load_splits(config.data, config.seed)
+    model = None
+    if not config.get("source") and config.get("pretrained"):
+        model, pretrained = load_pretrained(config, info["num_classes"])
     summaries = {config.strategy: fit(config, train, test, info["num_classes"], workdir, config.strategy,
-                                      pretrained)["summary"]}
+                                      pretrained, info=info, model=model)["summary"]}
     for spec in config.get("compare", ()):
         folder = os.path.join(workdir, "compare", spec.replace("/", "_").replace(":", "_"))
-        summaries[spec] = fit(config, train, test, info["num_classes"], folder, spec, pretrained)["summary"]
+        summaries[spec] = fit(config, train, test, info["num_classes"], folder, spec, pretrained,
+                              info=info, model=model)["summary"]
     if jax.process_index() == 0:
         print(table(summaries))
     return summaries
