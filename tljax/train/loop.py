@@ -39,7 +39,7 @@ def initial_state(config, model, example_batch, pretrained: Optional[Dict], stra
     """Fresh variables, strictly merged with the pretrained ones when the strategy loads them."""
     variables = init_variables(model, example_batch, config.seed)
     if pretrained is not None and strategy.load_pretrained:
-        variables = P.merge_pretrained(variables, pretrained, dont_load=config.dont_load)
+        variables = {"batch_stats": {}, **P.merge_pretrained(variables, pretrained, dont_load=config.dont_load)}
     return variables
 
 
