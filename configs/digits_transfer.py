@@ -40,6 +40,7 @@ def get_config(arg=None):
     config.num_steps = 200
     config.log_every = 20
     config.ckpt_every = 100
+    config.stop_at_step = 0  # > 0: save and stop there, as if pre-empted (resume by rerunning)
 
     # Pre-training on the source task: these fields replace the ones above for that run.
     config.source = ml_collections.ConfigDict(dict(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tljax import data, models, optim, strategies
+from tljax import data, models, strategies
 from tljax import params as P
 from tljax.train import loop
 from tljax.train import step as S
@@ -27,13 +27,9 @@ def compiled_step(config, strategy_spec):
     split, _, _ = data.load_splits(config.data, 0)
     batch = data.batching.train_batch(split, config.batch_size, 0, 0)
     variables = loop.init_variables(model, batch, 0)
-    labels = strategies.labels_from_rules(variables["params"], strategies.get(strategy_spec).rules)
-    mask = strategies.trainable_mask(labels)
-    tx = optim.make_optimizer(config, labels, 10)
-    state = S.TrainState(jnp.asarray(0, jnp.int32), variables["params"], variables["batch_stats"],
-                         tx.init(variables["params"]))
+    state, tx, mask, param_fn = loop.prepare(config, strategies.get(strategy_spec), variables, 10)
     mesh = S.make_mesh()
-    step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask))
+    step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), param_fn=param_fn)
     _, _, flops = S.compile_train_step(step_fn, state, S.shard_batch(batch, mesh), mesh)
     return state, flops
 
@@ -45,9 +41,12 @@ def test_linear_probe_flops_and_optimizer_state(runlocal_config):
     probe_state, probe_flops = compiled_step(config, "linear_probe")
     assert probe_flops / full_flops <= 0.45, (probe_flops, full_flops)
     head = P.count(full_state.params["head"])
-    # AdamW keeps two floats (mu, nu) per trained parameter and nothing for frozen ones.
-    assert loop.opt_state_floats(probe_state.opt_state) == 2 * head
-    assert loop.opt_state_floats(full_state.opt_state) == 2 * P.count(full_state.params)
+    # AdamW keeps two floats (mu, nu) per trained parameter and nothing for frozen ones, plus
+    # a few scalar hyperparameters (learning rate, betas, …) per group from inject_hyperparams.
+    for state, trained in [(probe_state, head), (full_state, P.count(full_state.params))]:
+        scalars = sum(1 for x in jax.tree.leaves(state.opt_state) if x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.floating))
+        assert scalars <= 6 * 2  # six per trainable group (head at 10x lr, the rest)
+        assert loop.opt_state_floats(state.opt_state) == 2 * trained + scalars
 
 
 def digits_splits(config):

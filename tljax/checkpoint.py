@@ -88,3 +88,15 @@ def restore_latest(mngr: ocp.CheckpointManager, state, sharding, **meta) -> Opti
         **{n: ocp.args.StandardRestore(abstract(getattr(state, n))) for n in names}))
     return state.replace(step=jax.numpy.asarray(saved_meta["step"], jax.numpy.int32),
                          **{n: restored[n] for n in names})
+
+
+def load_params(directory: str, step: Optional[int] = None) -> Dict[str, Any]:
+    """Only the ``params`` (and ``batch_stats``) of a checkpoint, as numpy: e.g. to start
+    another strategy from them. ``directory`` is a workdir's ``ckpt`` folder."""
+    mngr = manager(directory)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    names = [n for n in ("params", "batch_stats") if (mngr.directory / str(step) / n).exists()]
+    restored = mngr.restore(step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names}))
+    return {n: jax.device_get(restored[n]) for n in names}

@@ -83,10 +83,11 @@ def cross_entropy(logits, labels, weights=None):
 
 
 def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0,
-               preprocess=None):
+               preprocess=None, param_fn=None):
     """One optimisation step on the trainable subtree; returns ``(state, metrics)``.
 
     ``preprocess(batch, rng)`` (e.g. on-device augmentation) runs first, seeded from the step.
+    ``param_fn(params)`` maps the trained pytree to the model's (e.g. folds LoRA adapters in).
     """
     trainable, frozen = split_trainable(state.params, mask)
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
@@ -95,7 +96,8 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     args, kwargs = model_inputs(batch)
 
     def loss_fn(trainable_params):
-        variables = {"params": join(trainable_params, frozen), "batch_stats": state.batch_stats}
+        params = join(trainable_params, frozen)
+        variables = {"params": param_fn(params) if param_fn else params, "batch_stats": state.batch_stats}
         with batchnorm_in_inference_mode(frozen_bn):
             logits, new_vars = model.apply(variables, *args, train=True, **kwargs,
                                            mutable=["batch_stats"], rngs={"dropout": rng})
@@ -174,6 +176,6 @@ def flops_of(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None):
+def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None, param_fn=None):
     return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed,
-                             preprocess=preprocess)
+                             preprocess=preprocess, param_fn=param_fn)
