@@ -3,6 +3,7 @@
 import logging
 import sys
 
+from tljax import distributed
 from tljax.config import parse_args
 from tljax.train.loop import run
 
@@ -11,6 +12,7 @@ def main(argv=None):
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
     try:
         config, workdir = parse_args(sys.argv[1:] if argv is None else argv)
+        distributed.initialize(config)  # before any device is touched; no-op for one process
     except (ValueError, KeyError, FileNotFoundError) as e:
         sys.exit(f"error: {e.args[0] if e.args else e}")
     run(config, workdir)
