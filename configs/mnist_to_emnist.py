@@ -32,6 +32,7 @@ def get_config():
     config.optimizer = "adamw"
     config.lr = 1e-3
     config.wd = 1e-4
+    config.momentum = 0.9  # read by the optimizer table (unused by adamw)
     config.lr_mults = (("head/.*", 10.0),)
     config.lr_schedule = "cosine"
     config.warmup_steps = 100
