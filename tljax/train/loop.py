@@ -7,6 +7,7 @@ strategies listed in ``config.compare``, and a table of their target accuracies.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from tljax import checkpoint, data, models, optim, strategies
+from tljax import checkpoint, data, lora, models, optim, strategies
 from tljax import params as P
 from tljax.metrics import classification_metrics
 from tljax.train import step as S
@@ -107,11 +108,8 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     example = data.pipeline.train_dataset(split_train, config.batch_size, config.seed, jax.process_index(),
                                           jax.process_count(), buckets)[0]
     variables = initial_state(config, model, eval_pre(example) if eval_pre else example, pretrained, strategy)
-    labels = strategies.labels_from_rules(variables["params"], strategy.rules)
-    mask = strategies.trainable_mask(labels)
-    tx = optim.make_optimizer(config, labels, config.num_steps)
-    state = S.TrainState(step=jnp.asarray(0, jnp.int32), params=variables["params"],
-                         batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+    epoch_steps = optim.steps_per_epoch(data.pipeline.num_examples(split_train), config.batch_size)
+    state, tx, mask, param_fn = prepare(config, strategy, variables, epoch_steps)
     state = jax.device_put(state, S.replicated(mesh))
 
     meta = {"arch": config.arch, "strategy": strategy.name, "num_classes": num_classes}
@@ -125,7 +123,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     frozen_before = jax.device_get(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.get("frozen_bn_train", False) else S.frozen_batchnorms(state.batch_stats, mask)
-    step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre)
+    step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn)
     compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
@@ -148,11 +146,17 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
             log.write(step=done, **{k: float(v) for k, v in metrics.items()})
         if config.ckpt_every and done % config.ckpt_every == 0 and done < config.num_steps:
             checkpoint.save(mngr, state, batches.get_state(), **meta)
-    if int(state.step) > start_step or mngr.latest_step() is None:
+        if done == config.get("stop_at_step", 0):
+            break
+    if mngr.latest_step() != int(state.step):
         checkpoint.save(mngr, state, batches.get_state(), **meta)
+    if int(state.step) < config.num_steps:  # asked to stop early, as if pre-empted
+        print(f"stopped at step {int(state.step)} of {config.num_steps} (config.stop_at_step); "
+              f"rerun the same command to resume from {workdir}/ckpt")
+        return {"summary": None, "variables": None}
 
     check_frozen_unchanged(frozen_before, S.split_trainable(state.params, mask)[1])
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = {"params": param_fn(state.params) if param_fn else state.params, "batch_stats": state.batch_stats}
     results = evaluate(model, variables, split_test, config.eval_batch_size, mesh, num_classes, eval_pre, buckets)
     summary = {
         "strategy": strategy.name, **results,
@@ -178,6 +182,23 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return {"summary": summary, "variables": variables}
+
+
+def prepare(config, strategy, variables, epoch_steps: int):
+    """The strategy applied to fresh variables: ``(state, tx, trainable mask, param_fn)``.
+
+    LoRA adds adapters to the pytree and a ``param_fn`` folding them in; the mask also
+    freezes what ``config.schedule`` maps to None.
+    """
+    params, param_fn = variables["params"], None
+    if strategy.lora:
+        params = lora.add_adapters(params, strategy.lora["rank"], config.seed, strategy.lora["targets"])
+        param_fn = functools.partial(lora.merge, scale=strategy.lora["alpha"] / strategy.lora["rank"])
+    labels = strategies.labels_for(strategy, params)
+    tx, groups = optim.make_optimizer(config, strategy, labels, config.num_steps, epoch_steps)
+    state = S.TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                         opt_state=tx.init(params))
+    return state, tx, strategies.trainable_mask(groups), param_fn
 
 
 def opt_state_floats(opt_state) -> int:
@@ -231,6 +252,8 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
         model, pretrained = load_pretrained(config, info["num_classes"])
     summaries = {config.strategy: fit(config, train, test, info["num_classes"], workdir, config.strategy,
                                       pretrained, info=info, model=model)["summary"]}
+    if summaries[config.strategy] is None:
+        return {}
     for spec in config.get("compare", ()):
         folder = os.path.join(workdir, "compare", spec.replace("/", "_").replace(":", "_"))
         summaries[spec] = fit(config, train, test, info["num_classes"], folder, spec, pretrained,
@@ -243,7 +266,7 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
 def check_workdir(workdir: str) -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # processes may share workdir
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
