@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models.classifier import Classifier
+from tljax.models.classifier import Classifier, Identity
 from tljax.models.bert import Bert, bert
 from tljax.models.resnet import RESNETS, ResNet
 from tljax.models.vgg import VGG, VGGS

@@ -24,3 +24,11 @@ class Classifier(nn.Module):
             return features
         kernel_init = nn.initializers.zeros if self.head_zero_init else nn.initializers.lecun_normal()
         return nn.Dense(self.num_classes, kernel_init=kernel_init, name="head")(features)
+
+
+class Identity(nn.Module):
+    """A parameter-free backbone: the head alone, trained on cached features."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return x

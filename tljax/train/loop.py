@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from tljax import checkpoint, data, lora, models, optim, strategies
+from tljax import checkpoint, data, evaluate, lora, models, optim, strategies
 from tljax import params as P
 from tljax.metrics import classification_metrics
 from tljax.train import step as S
@@ -45,7 +45,7 @@ def initial_state(config, model, example_batch, pretrained: Optional[Dict], stra
     return variables
 
 
-def evaluate(model, variables, split, batch_size: int, mesh, num_classes: int, preprocess=None,
+def evaluate_split(model, variables, split, batch_size: int, mesh, num_classes: int, preprocess=None,
              buckets=()) -> Dict[str, Any]:
     """Metrics on a whole split: each process reads its share, padding is masked out."""
     predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess))
@@ -157,7 +157,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
 
     check_frozen_unchanged(frozen_before, S.split_trainable(state.params, mask)[1])
     variables = {"params": param_fn(state.params) if param_fn else state.params, "batch_stats": state.batch_stats}
-    results = evaluate(model, variables, split_test, config.eval_batch_size, mesh, num_classes, eval_pre, buckets)
+    results = evaluate_split(model, variables, split_test, config.eval_batch_size, mesh, num_classes, eval_pre, buckets)
     summary = {
         "strategy": strategy.name, **results,
         "trainable_params": P.count(S.split_trainable(state.params, mask)[0]),
@@ -250,17 +250,61 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     model = None
     if not config.get("source") and config.get("pretrained"):
         model, pretrained = load_pretrained(config, info["num_classes"])
-    summaries = {config.strategy: fit(config, train, test, info["num_classes"], workdir, config.strategy,
-                                      pretrained, info=info, model=model)["summary"]}
+    summaries = {config.strategy: fit_strategy(config, train, test, info, workdir, config.strategy,
+                                               pretrained, model)["summary"]}
     if summaries[config.strategy] is None:
         return {}
     for spec in config.get("compare", ()):
         folder = os.path.join(workdir, "compare", spec.replace("/", "_").replace(":", "_"))
-        summaries[spec] = fit(config, train, test, info["num_classes"], folder, spec, pretrained,
-                              info=info, model=model)["summary"]
+        summaries[spec] = fit_strategy(config, train, test, info, folder, spec, pretrained, model)["summary"]
     if jax.process_index() == 0:
         print(table(summaries))
     return summaries
+
+
+def fit_strategy(config, train, test, info, workdir: str, spec: str, pretrained, model=None):
+    """``fit``, or the cached-feature linear probe where ``config.feature_cache`` allows it."""
+    cacheable = (strategies.get(spec).name == "linear_probe" and pretrained is not None
+                 and not config.get("augment") and not config.get("frozen_bn_train", False))
+    if config.get("feature_cache") and cacheable:
+        return fit_cached_probe(config, train, test, info, workdir, pretrained, model)
+    return fit(config, train, test, info["num_classes"], workdir, spec, pretrained, info=info, model=model)
+
+
+def fit_cached_probe(config, train, test, info, workdir: str, pretrained, model=None):
+    """Linear probe on features computed once: the head trains on them, plus a ridge read-out
+    and optional k-fold CV (``config.cv_folds``) on the same features."""
+    num_classes, mesh = info["num_classes"], S.make_mesh()
+    model = model if model is not None else build_model(config, num_classes)
+    backbone = {"params": {"backbone": pretrained["params"]["backbone"]},
+                "batch_stats": pretrained.get("batch_stats") or {}}
+    features_model = model.clone(num_classes=None)
+    _, eval_pre = data.augment.make_preprocess(config.get("augment"))
+    start = time.perf_counter()
+    train_x, train_y = evaluate.extract_features(features_model, backbone, train, config.eval_batch_size, mesh,
+                                                 eval_pre, info.get("buckets", ()))
+    test_x, test_y = evaluate.extract_features(features_model, backbone, test, config.eval_batch_size, mesh,
+                                               eval_pre, info.get("buckets", ()))
+    feature_seconds = time.perf_counter() - start
+    head = models.Classifier(models.Identity(), num_classes)
+    out = fit(config, {"features": train_x, "label": train_y}, {"features": test_x, "label": test_y}, num_classes,
+              workdir, "full_ft", None, model=head)
+    if out["summary"] is None:
+        return out
+    summary = out["summary"]
+    ridge = evaluate.ridge_predict(train_x, train_y, test_x, num_classes, config.get("ridge_l2", 1.0))
+    summary.update(strategy="linear_probe", feature_cache=True, feature_seconds=feature_seconds,
+                   total_params=P.count(backbone["params"]) + summary["trainable_params"],
+                   ridge_accuracy=float(np.mean(ridge == test_y)),
+                   label_names=info.get("label_names"), skipped_examples=info.get("skipped_examples", 0))
+    if config.get("cv_folds"):
+        summary.update(evaluate.cross_validate(train_x, train_y, num_classes, config.cv_folds, config.seed,
+                                               config.get("ridge_l2", 1.0)))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    params = {**backbone["params"], "head": out["variables"]["params"]["head"]}
+    return {"summary": summary, "variables": {"params": params, "batch_stats": backbone["batch_stats"]}}
 
 
 def check_workdir(workdir: str) -> None:

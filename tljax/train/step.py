@@ -68,9 +68,11 @@ def batchnorm_in_inference_mode(module_paths: FrozenSet[str]):
 
 
 def model_inputs(batch) -> Tuple[tuple, dict]:
-    """Positional and keyword inputs of a model for an image or a text batch."""
+    """Positional and keyword inputs of a model for an image, a text or a cached-feature batch."""
     if "image" in batch:
         return (batch["image"],), {}
+    if "features" in batch:
+        return (batch["features"],), {}
     kwargs = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
     return (batch["input_ids"],), kwargs
 

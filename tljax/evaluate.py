@@ -1,0 +1,69 @@
+"""Frozen-backbone evaluation: features computed once, a closed-form ridge read-out, k-fold CV.
+
+With a frozen backbone (and frozen BatchNorm) every epoch recomputes the same features;
+computing them once in batched jit and training only the head on them is the same
+optimisation problem at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import jax
+import jax.experimental.multihost_utils
+import numpy as np
+from tqdm import tqdm
+
+from tljax import data
+from tljax.train import step as S
+
+
+def extract_features(model, variables, split, batch_size: int, mesh, preprocess=None,
+                     buckets: Sequence[int] = ()) -> Tuple[np.ndarray, np.ndarray]:
+    """``(features, labels)`` of a whole split; ``model`` returns features (``num_classes=None``)."""
+
+    @jax.jit
+    def features(v, batch):
+        if preprocess is not None:
+            batch = preprocess(batch)
+        args, kwargs = S.model_inputs(batch)
+        return model.apply(v, *args, train=False, **kwargs)
+
+    out, labels = [], []
+    batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
+    total = -(-data.pipeline.num_examples(split) // batch_size)
+    for batch in tqdm(batches, desc="features", leave=False, total=total, disable=jax.process_index() != 0):
+        truth = S.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
+        feats, truth = jax.experimental.multihost_utils.process_allgather(
+            (features(variables, S.shard_batch(batch, mesh)), truth), tiled=True)
+        valid = np.asarray(truth["mask"]).astype(bool)
+        out.append(np.asarray(feats, np.float32)[valid])
+        labels.append(np.asarray(truth["label"])[valid])
+    return np.concatenate(out), np.concatenate(labels)
+
+
+def ridge_predict(train_x, train_y, test_x, num_classes: int, l2: float = 1.0) -> np.ndarray:
+    """Closed-form ridge regression onto ±1 one-hot targets (big_vision's few-shot read-out)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    x = np.concatenate([(train_x - mean) / std, np.ones((len(train_x), 1))], axis=1).astype(np.float64)
+    targets = 2.0 * np.eye(num_classes)[train_y] - 1.0
+    reg = l2 * np.eye(x.shape[1])
+    reg[-1, -1] = 0.0  # no penalty on the bias
+    weights = np.linalg.solve(x.T @ x + reg, x.T @ targets)
+    test = np.concatenate([(test_x - mean) / std, np.ones((len(test_x), 1))], axis=1)
+    return np.argmax(test @ weights, axis=1)
+
+
+def cross_validate(x, y, num_classes: int, folds: int, seed: int = 0, l2: float = 1.0) -> Dict[str, float]:
+    """k-fold accuracy of the ridge read-out: mean and standard deviation over folds."""
+    if folds < 2:
+        raise ValueError(f"cv_folds={folds}: need at least 2 folds")
+    if folds > len(y):
+        raise ValueError(f"cv_folds={folds} exceeds the {len(y)} training examples")
+    order = np.random.default_rng(seed).permutation(len(y))
+    scores = []
+    for fold in np.array_split(order, folds):
+        keep = np.setdiff1d(order, fold)
+        predictions = ridge_predict(x[keep], y[keep], x[fold], num_classes, l2)
+        scores.append(float(np.mean(predictions == y[fold])))
+    return {"cv_folds": folds, "cv_accuracy_mean": float(np.mean(scores)), "cv_accuracy_std": float(np.std(scores))}
