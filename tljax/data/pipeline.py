@@ -62,7 +62,7 @@ def train_iterator(split, global_batch_size: int, seed: int, process_index: int 
                    buckets: Sequence[int] = (), num_threads: int = 4, prefetch: int = 4,
                    state=None) -> grain.DatasetIterator:
     """Threaded, prefetching iterator over ``train_dataset``; ``state`` is a saved ``get_state()``."""
-    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(prefetch, num_threads))
     it = iter(train_dataset(split, global_batch_size, seed, process_index, process_count, buckets)
               .to_iter_dataset(options))
     if state:
