@@ -168,6 +168,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "step_ms_median": float(np.median(step_times) * 1e3) if step_times else None,
         "flops_per_step": flops,
         "num_steps": config.num_steps,
+        "batch_size": config.batch_size,
         "resumed_from_step": start_step,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
@@ -176,6 +177,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "label_names": info.get("label_names"),
         "skipped_examples": info.get("skipped_examples", 0),
         "compiled_shapes": len(compiled_steps),
+        **memory_usage(),
     }
     log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
     if jax.process_index() == 0:
@@ -201,6 +203,15 @@ def prepare(config, strategy, variables, epoch_steps: int):
     return state, tx, strategies.trainable_mask(groups), param_fn
 
 
+def memory_usage() -> Dict[str, Any]:
+    """Peak resident memory of this process, and the device's own peak where it reports one."""
+    import resource  # noqa: PLC0415 (POSIX only)
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "device_peak_bytes": stats.get("peak_bytes_in_use")}
+
+
 def opt_state_floats(opt_state) -> int:
     """Floats held by the optimizer (step counters are integers and do not count)."""
     return int(sum(np.size(x) for x in jax.tree.leaves(opt_state) if jnp.issubdtype(x.dtype, jnp.floating)))
@@ -214,7 +225,8 @@ def check_frozen_unchanged(before, after) -> None:
 
 def source_config(config) -> ml_collections.ConfigDict:
     """The target config with ``config.source``'s fields on top: the pre-training run."""
-    merged = {k: v for k, v in config.to_dict().items() if k not in ("source", "compare")}
+    target_only = ("source", "compare", "stop_at_step", "feature_cache", "cv_folds", "bench")
+    merged = {k: v for k, v in config.to_dict().items() if k not in target_only}
     merged.update(config.source.to_dict())
     return ml_collections.ConfigDict(merged)
 
