@@ -5,7 +5,7 @@
 Each cell is one ``python -m tljax.train`` run in its own process (so peak memory is the
 cell's own) in ``OUT/cells/<cell>``; cells whose ``summary.json`` exists are skipped, so an
 interrupted benchmark resumes. A strategy written ``name+cache`` runs with
-``config.feature_cache=True``. Writes ``results.csv``, ``results.json``, ``results.md``
+``config.feature_cache=True``; ``name|lr=1e-3`` adds config overrides to that cell. Writes ``results.csv``, ``results.json``, ``results.md``
 (mean ± std over seeds) and two plots: accuracy vs trainable parameters and vs train time.
 """
 
@@ -40,14 +40,15 @@ def cells(bench):
 
 
 def cell_name(strategy: str, seed: int, budget) -> str:
-    safe = strategy.replace(":", "_").replace(",", "_").replace("/", "_").replace("+", "_")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in strategy)
     return f"{safe}__seed{seed}" + (f"__budget{budget}" if budget is not None else "")
 
 
 def run_cell(args, bench, workdir, strategy, seed, budget) -> dict:
-    name, _, extra = strategy.partition("+")
+    spec, *cell_overrides = strategy.split("|")
+    name, _, extra = spec.partition("+")
     overrides = [f"--config.strategy={name}", f"--config.seed={seed}", "--config.compare=()",
-                 *[f"--config.{o}" for o in args.override]]
+                 *[f"--config.{o}" for o in [*args.override, *cell_overrides]]]
     if extra == "cache":
         overrides.append("--config.feature_cache=true")
     if budget is not None:
