@@ -1,0 +1,30 @@
+"""bench_vs_torch's peak-FLOP arithmetic and report, without running the benchmark."""
+
+import importlib.util
+import os
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("bench_vs_torch", os.path.join(ROOT, "scripts", "bench_vs_torch.py"))
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_peak_is_cores_ghz_fma_lanes_two():
+    peak, how = bench.cpu_peak("model name\t: AMD EPYC\ncpu MHz\t\t: 2300.000\n", {"avx512f", "avx2", "fma"}, 2)
+    assert peak == 2 * 2.3e9 * 2 * 16 * 2  # 294 GFLOP/s, the figure in PERFORMANCE_NOTES
+    assert "2 cores × 2.30 GHz × 2 FMA units × 16 fp32 lanes" in how and "cpu MHz" in how
+    named, _ = bench.cpu_peak("model name : Xeon @ 3.00GHz\ncpu MHz : 1200.0\n", {"avx2", "fma"}, 4)
+    assert named == 4 * 3e9 * 2 * 8 * 2  # the nominal clock wins over the current one
+    assert bench.cpu_peak("cpu MHz : 1000\n", set(), 1, ghz=2.0)[0] == 2e9 * 4 * 2
+
+
+def test_markdown_lists_every_row():
+    timed = {"name": "resnet50_full_ft", "tljax_ms": 900.0, "torch_ms": 1000.0, "ratio": 0.91, "ratio_min": 0.8,
+             "ratio_max": 1.0, "tljax_compile_s": 12.0, "xla_gflop": 382.9, "tljax_mfu": 0.4, "torch_mfu": 0.36,
+             "tljax_peak_rss_mib": 2000, "torch_peak_rss_mib": 1900, "tljax_step_rss_mib": 300, "torch_step_rss_mib": 200}
+    rows = [timed, {"name": "recompiles", "tljax_ms": None, "torch_ms": None, "ratio": None, "value": 0}]
+    meta = {"date": "d", "machine": "m", "peak_how": "p", "versions": "v", "timing": "t"}
+    text = bench.markdown(rows, meta)
+    assert "| resnet50_full_ft | 900 | 1,000 | **0.91** [0.80–1.00] | 12.0 | 382.9 | 40% / 36% |" in text
+    assert "- recompiles: **0**" in text
