@@ -85,36 +85,82 @@ def cross_entropy(logits, labels, weights=None):
 
 
 def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0,
-               preprocess=None, param_fn=None):
+               preprocess=None, param_fn=None, grad_accum: int = 1, remat: bool = False,
+               skip_nonfinite: bool = False):
     """One optimisation step on the trainable subtree; returns ``(state, metrics)``.
 
     ``preprocess(batch, rng)`` (e.g. on-device augmentation) runs first, seeded from the step.
     ``param_fn(params)`` maps the trained pytree to the model's (e.g. folds LoRA adapters in).
+    ``grad_accum=k`` splits the (already sharded) global batch into k equal micro-batches and
+    averages their gradients under ``lax.scan``: one update equal to the whole batch's, at
+    1/k of the activation memory. BatchNorms in training mode see micro-batch statistics and
+    update their running averages once per micro-batch (as accumulation in PyTorch does).
+    ``remat`` recomputes the forward pass in the backward one, saving only matmul/convolution
+    outputs (``jax.checkpoint`` with the ``dots_saveable`` policy).
+    ``skip_nonfinite`` keeps the old state (params, optimizer, BatchNorm statistics) when the
+    loss or the gradient norm is not finite; the step counter still advances with the data.
     """
     trainable, frozen = split_trainable(state.params, mask)
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
     if preprocess is not None:
         batch = preprocess(batch, jax.random.fold_in(rng, 1))
-    args, kwargs = model_inputs(batch)
 
-    def loss_fn(trainable_params):
+    def loss_fn(trainable_params, batch_stats, batch, rng):
+        args, kwargs = model_inputs(batch)
         params = join(trainable_params, frozen)
-        variables = {"params": param_fn(params) if param_fn else params, "batch_stats": state.batch_stats}
+        variables = {"params": param_fn(params) if param_fn else params, "batch_stats": batch_stats}
         with batchnorm_in_inference_mode(frozen_bn):
             logits, new_vars = model.apply(variables, *args, train=True, **kwargs,
                                            mutable=["batch_stats"], rngs={"dropout": rng})
-        return cross_entropy(logits, batch["label"]), (logits, new_vars.get("batch_stats", {}))
+        return cross_entropy(logits, batch["label"]), (logits, new_vars.get("batch_stats", {}) or batch_stats)
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    if remat:
+        loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum == 1:
+        (loss, (logits, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
+    else:
+        loss, logits, batch_stats, grads = accumulate_gradients(grad_fn, trainable, state.batch_stats, batch,
+                                                                rng, grad_accum)
     # multi_transform wants a full tree; the frozen group's set_to_zero ignores these zeros.
     zeros = {k: jnp.zeros_like(v) for k, v in frozen.items()}
     updates, opt_state = tx.update(join(grads, zeros), state.opt_state, state.params)
     new_trainable = optax.apply_updates(trainable, split_trainable(updates, mask)[0])
     new_state = state.replace(step=state.step + 1, params=join(new_trainable, frozen),
-                              batch_stats=batch_stats or state.batch_stats, opt_state=opt_state)
+                              batch_stats=batch_stats, opt_state=opt_state)
+    grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.tree.norm(grads)}
+               "grad_norm": grad_norm}
+    if skip_nonfinite:
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+        new_state = kept.replace(step=new_state.step)
+        metrics["skipped"] = 1 - ok.astype(jnp.int32)
     return new_state, metrics
+
+
+def micro_batches(batch, k: int):
+    """``(B, ...)`` leaves -> ``(k, B/k, ...)``; micro-batch i holds examples i, k+i, 2k+i, …
+
+    Interleaving keeps each device's rows on that device: a batch sharded in contiguous
+    blocks over ``data`` stays sharded on the second axis, so no data moves.
+    """
+    return jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+
+
+def accumulate_gradients(grad_fn, trainable, batch_stats, batch, rng, k: int):
+    """Mean loss and gradients over k micro-batches; logits back in the batch's order."""
+
+    def body(carry, xs):
+        grad_sum, loss_sum, stats = carry
+        i, micro = xs
+        (loss, (logits, stats)), grads = grad_fn(trainable, stats, micro, jax.random.fold_in(rng, i))
+        return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, stats), logits
+
+    init = (jax.tree.map(jnp.zeros_like, trainable), jnp.zeros((), jnp.float32), batch_stats)
+    (grad_sum, loss_sum, batch_stats), logits = jax.lax.scan(body, init, (jnp.arange(k), micro_batches(batch, k)))
+    logits = jnp.swapaxes(logits, 0, 1).reshape(-1, *logits.shape[2:])
+    return loss_sum / k, logits, batch_stats, jax.tree.map(lambda g: g / k, grad_sum)
 
 
 def eval_step(variables, batch, *, model, preprocess=None):
@@ -178,6 +224,8 @@ def flops_of(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None, param_fn=None):
+def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None, param_fn=None, grad_accum: int = 1,
+                    remat: bool = False, skip_nonfinite: bool = False):
     return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed,
-                             preprocess=preprocess, param_fn=param_fn)
+                             preprocess=preprocess, param_fn=param_fn, grad_accum=grad_accum, remat=remat,
+                             skip_nonfinite=skip_nonfinite)
