@@ -84,9 +84,15 @@ def cross_entropy(logits, labels, weights=None):
     return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
+def classification_loss(outputs, batch, step):
+    """The default ``loss_fn``: cross-entropy on ``label``, and the batch accuracy."""
+    loss = cross_entropy(outputs, batch["label"])
+    return loss, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(outputs, -1) == batch["label"])}
+
+
 def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0,
                preprocess=None, param_fn=None, grad_accum: int = 1, remat: bool = False,
-               skip_nonfinite: bool = False):
+               skip_nonfinite: bool = False, loss_fn=None):
     """One optimisation step on the trainable subtree; returns ``(state, metrics)``.
 
     ``preprocess(batch, rng)`` (e.g. on-device augmentation) runs first, seeded from the step.
@@ -99,7 +105,11 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     outputs (``jax.checkpoint`` with the ``dots_saveable`` policy).
     ``skip_nonfinite`` keeps the old state (params, optimizer, BatchNorm statistics) when the
     loss or the gradient norm is not finite; the step counter still advances with the data.
+    ``loss_fn(outputs, batch, step) -> (loss, metrics)`` turns the model's outputs (logits, or a
+    dict for multi-head models) into the loss; default: cross-entropy (distillation, multi-task
+    and DANN bring their own).
     """
+    objective = loss_fn or classification_loss
     trainable, frozen = split_trainable(state.params, mask)
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
     if preprocess is not None:
@@ -110,17 +120,18 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
         params = join(trainable_params, frozen)
         variables = {"params": param_fn(params) if param_fn else params, "batch_stats": batch_stats}
         with batchnorm_in_inference_mode(frozen_bn):
-            logits, new_vars = model.apply(variables, *args, train=True, **kwargs,
-                                           mutable=["batch_stats"], rngs={"dropout": rng})
-        return cross_entropy(logits, batch["label"]), (logits, new_vars.get("batch_stats", {}) or batch_stats)
+            outputs, new_vars = model.apply(variables, *args, train=True, **kwargs,
+                                            mutable=["batch_stats"], rngs={"dropout": rng})
+        loss, metrics = objective(outputs, batch, state.step)
+        return loss, (metrics, new_vars.get("batch_stats", {}) or batch_stats)
 
     if remat:
         loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
-        (loss, (logits, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
+        (loss, (metrics, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
     else:
-        loss, logits, batch_stats, grads = accumulate_gradients(grad_fn, trainable, state.batch_stats, batch,
+        loss, metrics, batch_stats, grads = accumulate_gradients(grad_fn, trainable, state.batch_stats, batch,
                                                                 rng, grad_accum)
     # multi_transform wants a full tree; the frozen group's set_to_zero ignores these zeros.
     zeros = {k: jnp.zeros_like(v) for k, v in frozen.items()}
@@ -129,8 +140,7 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     new_state = state.replace(step=state.step + 1, params=join(new_trainable, frozen),
                               batch_stats=batch_stats, opt_state=opt_state)
     grad_norm = optax.tree.norm(grads)
-    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": grad_norm}
+    metrics = {**metrics, "grad_norm": grad_norm}
     if skip_nonfinite:
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
@@ -149,26 +159,28 @@ def micro_batches(batch, k: int):
 
 
 def accumulate_gradients(grad_fn, trainable, batch_stats, batch, rng, k: int):
-    """Mean loss and gradients over k micro-batches; logits back in the batch's order."""
+    """Mean loss, metrics and gradients over k micro-batches."""
 
     def body(carry, xs):
         grad_sum, loss_sum, stats = carry
         i, micro = xs
-        (loss, (logits, stats)), grads = grad_fn(trainable, stats, micro, jax.random.fold_in(rng, i))
-        return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, stats), logits
+        (loss, (metrics, stats)), grads = grad_fn(trainable, stats, micro, jax.random.fold_in(rng, i))
+        return (jax.tree.map(jnp.add, grad_sum, grads), loss_sum + loss, stats), metrics
 
     init = (jax.tree.map(jnp.zeros_like, trainable), jnp.zeros((), jnp.float32), batch_stats)
-    (grad_sum, loss_sum, batch_stats), logits = jax.lax.scan(body, init, (jnp.arange(k), micro_batches(batch, k)))
-    logits = jnp.swapaxes(logits, 0, 1).reshape(-1, *logits.shape[2:])
-    return loss_sum / k, logits, batch_stats, jax.tree.map(lambda g: g / k, grad_sum)
+    (grad_sum, loss_sum, batch_stats), metrics = jax.lax.scan(body, init, (jnp.arange(k), micro_batches(batch, k)))
+    return loss_sum / k, jax.tree.map(lambda m: m.mean(0), metrics), batch_stats, jax.tree.map(lambda g: g / k, grad_sum)
 
 
 def eval_step(variables, batch, *, model, preprocess=None):
-    """Class predictions for a batch (inference mode); ``preprocess(batch)`` runs first."""
+    """Class predictions for a batch (inference mode); ``preprocess(batch)`` runs first.
+
+    A model returning a dict is read at ``logits`` (e.g. DANN's class head)."""
     if preprocess is not None:
         batch = preprocess(batch)
     args, kwargs = model_inputs(batch)
-    return jnp.argmax(model.apply(variables, *args, train=False, **kwargs), axis=-1)
+    outputs = model.apply(variables, *args, train=False, **kwargs)
+    return jnp.argmax(outputs["logits"] if isinstance(outputs, dict) else outputs, axis=-1)
 
 
 # --- placement on devices -------------------------------------------------------------------
@@ -225,7 +237,7 @@ def flops_of(compiled) -> float:
 
 
 def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None, param_fn=None, grad_accum: int = 1,
-                    remat: bool = False, skip_nonfinite: bool = False):
+                    remat: bool = False, skip_nonfinite: bool = False, loss_fn=None):
     return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed,
                              preprocess=preprocess, param_fn=param_fn, grad_accum=grad_accum, remat=remat,
-                             skip_nonfinite=skip_nonfinite)
+                             skip_nonfinite=skip_nonfinite, loss_fn=loss_fn)
