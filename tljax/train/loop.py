@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from tljax import checkpoint, data, evaluate, lora, models, optim, strategies
+from tljax import checkpoint, data, evaluate, lora, methods, models, optim, strategies, wordvec
 from tljax import params as P
 from tljax.metrics import classification_metrics
 from tljax.train import step as S
@@ -92,10 +92,13 @@ class MetricsLog:
 
 
 def fit(config, split_train, split_test, num_classes: int, workdir: str, strategy_spec: str,
-        pretrained: Optional[Dict] = None, info: Optional[Dict] = None, model=None) -> Dict[str, Any]:
+        pretrained: Optional[Dict] = None, info: Optional[Dict] = None, model=None, loss_fn=None,
+        eval_model=None) -> Dict[str, Any]:
     """Trains ``config.arch`` (or ``model``) with one strategy; resumes from ``workdir/ckpt``; writes summary.json.
 
     ``info`` is ``data.load_splits``'s: text length ``buckets``, label names and skip counts.
+    ``loss_fn`` is the train step's hook (``tljax.methods``); ``eval_model`` (default ``model``)
+    reads the test split, e.g. one task's head of a multi-task model.
     """
     os.makedirs(workdir, exist_ok=True)
     info = info or {}
@@ -123,7 +126,8 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     frozen_before = jax.device_get(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.get("frozen_bn_train", False) else S.frozen_batchnorms(state.batch_stats, mask)
-    step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn)
+    step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn,
+                                loss_fn=loss_fn)
     compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
@@ -157,7 +161,8 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
 
     check_frozen_unchanged(frozen_before, S.split_trainable(state.params, mask)[1])
     variables = {"params": param_fn(state.params) if param_fn else state.params, "batch_stats": state.batch_stats}
-    results = evaluate_split(model, variables, split_test, config.eval_batch_size, mesh, num_classes, eval_pre, buckets)
+    results = evaluate_split(eval_model or model, variables, split_test, config.eval_batch_size, mesh, num_classes,
+                             eval_pre, buckets)
     summary = {
         "strategy": strategy.name, **results,
         "trainable_params": P.count(S.split_trainable(state.params, mask)[0]),
@@ -251,6 +256,9 @@ def load_pretrained(config, num_classes: int):
 def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     """The main job. Returns ``{strategy: summary}``; writes ``workdir/summary.json`` and more."""
     check_workdir(workdir)
+    method = methods.dispatch(config)  # distillation, multi-task, domain adaptation
+    if method is not None:
+        return method(config, workdir)
     pretrained = None
     if config.get("source"):
         src = source_config(config)
@@ -262,6 +270,8 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     model = None
     if not config.get("source") and config.get("pretrained"):
         model, pretrained = load_pretrained(config, info["num_classes"])
+    if config.get("wordvec"):  # static word vectors as the embedding table
+        model, pretrained = wordvec.load(config, info["num_classes"], workdir)
     summaries = {config.strategy: fit_strategy(config, train, test, info, workdir, config.strategy,
                                                pretrained, model)["summary"]}
     if summaries[config.strategy] is None:
