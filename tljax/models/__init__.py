@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models.classifier import Classifier, Identity
+from tljax.models.bow import BagOfEmbeddings
+from tljax.models.heads import DomainAdversarial, MultiTask, grad_reverse
 from tljax.models.bert import Bert, bert
 from tljax.models.resnet import RESNETS, ResNet
 from tljax.models.vgg import VGG, VGGS
@@ -23,6 +25,7 @@ BACKBONES: Dict[str, Callable[..., nn.Module]] = {
 }
 BACKBONES.update({name: (lambda spec: (lambda **kw: VGG(**{**spec, **kw})))(spec) for name, spec in VGGS.items()})
 BACKBONES.update({name: (lambda spec: (lambda **kw: ViT(**{**spec, **kw})))(spec) for name, spec in VITS.items()})
+BACKBONES["bag_of_embeddings"] = BagOfEmbeddings  # create(..., vocab_size=, embed_dim=)
 BACKBONES["bert"] = bert  # create('bert', config=<Hugging Face config.json dict>, pooling=...)
 
 # Backbone overrides that apply only when a head follows: BERT's features are the token states,
