@@ -8,6 +8,7 @@ refused with a clear error before anything is overwritten or deleted.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Dict, Optional
 
 import jax
@@ -25,8 +26,26 @@ class CheckpointMismatchError(ValueError):
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=False)
+                                           enable_async_checkpointing=False, **_kill_in_save_hook())
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _kill_in_save_hook() -> Dict[str, Any]:
+    """Test hook: with ``TLJAX_TEST_KILL_IN_SAVE=<step>`` the process SIGKILLs itself while saving
+    that step, after orbax has written every item into its temporary folder and before the
+    rename that commits it, leaving a partially written checkpoint behind."""
+    step = os.environ.get("TLJAX_TEST_KILL_IN_SAVE")
+    if not step:
+        return {}
+    from orbax.checkpoint._src.path import atomicity  # noqa: PLC0415
+
+    class KillBeforeCommit(atomicity.AtomicRenameTemporaryPath):
+        async def finalize(self, *args, **kwargs):
+            if self.get_final().name == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await super().finalize(*args, **kwargs)
+
+    return {"temporary_path_class": KillBeforeCommit}
 
 
 def describe(state, **extra) -> Dict[str, Any]:
@@ -46,9 +65,9 @@ def save(mngr: ocp.CheckpointManager, state, data_state: Optional[Dict[str, Any]
     mngr.wait_until_finished()
 
 
-def restore_data_state(mngr: ocp.CheckpointManager) -> Optional[Dict[str, Any]]:
-    """The input iterator state saved with the latest checkpoint, or None (none saved)."""
-    step = mngr.latest_step()
+def restore_data_state(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """The input iterator state saved with checkpoint ``step`` (default: the latest), or None (none saved)."""
+    step = mngr.latest_step() if step is None else step
     if step is None or not (mngr.directory / str(step) / "data").exists():
         return None
     return mngr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
@@ -74,9 +93,9 @@ def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str) 
             + "\nNothing was deleted. Use another --workdir, or remove that folder yourself to start over.")
 
 
-def restore_latest(mngr: ocp.CheckpointManager, state, sharding, **meta) -> Optional[Any]:
-    """The latest checkpoint restored into ``state``'s structure, or None when there is none."""
-    step = mngr.latest_step()
+def restore_latest(mngr: ocp.CheckpointManager, state, sharding, step: Optional[int] = None, **meta) -> Optional[Any]:
+    """The latest checkpoint (or ``step``) restored into ``state``'s structure, or None when there is none."""
+    step = mngr.latest_step() if step is None else step
     if step is None:
         return None
     saved_meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
