@@ -53,9 +53,17 @@ def read_share(split, process_index: int, process_count: int, buckets: Sequence[
 def train_dataset(split, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
                   buckets: Sequence[int] = ()) -> grain.MapDataset:
     """Random-access dataset whose element ``s`` is this process's share of global batch ``s``."""
-    order = grain.MapDataset.range(num_examples(split)).shuffle(seed=seed).repeat()
     read_fn = functools.partial(read_share, split, process_index, process_count, tuple(buckets))
-    return order.batch(global_batch_size).map(read_fn)
+    return _batched_order(split, global_batch_size, seed).map(read_fn)
+
+
+def _batched_order(split, global_batch_size: int, seed: int) -> grain.MapDataset:
+    return grain.MapDataset.range(num_examples(split)).shuffle(seed=seed).repeat().batch(global_batch_size)
+
+
+def batch_example_indices(split, global_batch_size: int, seed: int, s: int) -> np.ndarray:
+    """Indices into ``split`` of the examples of global train batch ``s`` (e.g. to report a bad batch)."""
+    return np.asarray(_batched_order(split, global_batch_size, seed)[s])
 
 
 def train_iterator(split, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
