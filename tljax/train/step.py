@@ -205,6 +205,14 @@ def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
                          f"use a multiple of {n}, e.g. --config.batch_size={max(n, global_batch_size // n * n)}")
 
 
+def check_grad_accum(global_batch_size: int, grad_accum: int, mesh: Mesh) -> None:
+    """Micro-batches must be equal and split evenly over the devices (so no data moves)."""
+    n = grad_accum * mesh.devices.size
+    if grad_accum < 1 or global_batch_size % n:
+        raise ValueError(f"config.grad_accum={grad_accum} must be >= 1 and grad_accum × devices ({n}) must divide "
+                         f"batch_size {global_batch_size}: each micro-batch has batch_size / grad_accum examples")
+
+
 def shard_batch(batch, mesh: Mesh):
     """Host-local numpy batch -> global arrays sharded over ``data``."""
     sharding = data_sharding(mesh)
