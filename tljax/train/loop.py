@@ -23,11 +23,18 @@ from tqdm import tqdm
 from tljax import checkpoint, data, evaluate, lora, methods, models, optim, strategies, wordvec
 from tljax import params as P
 from tljax.metrics import classification_metrics
+from tljax.train import faults
 from tljax.train import step as S
 
 
+def model_overrides(config) -> Dict[str, Any]:
+    """``config.model`` plus the compute ``config.dtype`` (parameters stay float32)."""
+    dtype = config.get("dtype", "float32")
+    return {**config.get("model", {}), **({"dtype": jnp.dtype(dtype)} if dtype != "float32" else {})}
+
+
 def build_model(config, num_classes):
-    return models.create(config.arch, num_classes, **config.get("model", {}))
+    return models.create(config.arch, num_classes, **model_overrides(config))
 
 
 def init_variables(model, example_batch, seed: int):
@@ -116,18 +123,22 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     state = jax.device_put(state, S.replicated(mesh))
 
     meta = {"arch": config.arch, "strategy": strategy.name, "num_classes": num_classes}
-    mngr = checkpoint.manager(os.path.join(workdir, "ckpt"))
-    state = checkpoint.restore_latest(mngr, state, S.replicated(mesh), **meta) or state
+    mngr = faults.checkpoint_manager(os.path.join(workdir, "ckpt"))  # unfinished writes are set aside
+    restored, data_state = faults.restore_latest_good(mngr, state, S.replicated(mesh), **meta)  # skips corrupt ones
+    state = restored or state
     start_step = int(state.step)
     # grain's random-access iterator state is the next batch index; older checkpoints saved none
     batches = train_batches(config, split_train, buckets,
-                            checkpoint.restore_data_state(mngr) or ({"next_index": start_step} if start_step else None))
+                            data_state or ({"next_index": start_step} if start_step else None))
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step)
     frozen_before = jax.device_get(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.get("frozen_bn_train", False) else S.frozen_batchnorms(state.batch_stats, mask)
+    guard = faults.NanGuard(config.get("nan_policy", "stop"), split_train, config.batch_size, config.seed, mngr)
+    S.check_grad_accum(config.batch_size, config.get("grad_accum", 1), mesh)
     step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn,
-                                loss_fn=loss_fn)
+                                loss_fn=loss_fn, grad_accum=config.get("grad_accum", 1),
+                                remat=config.get("remat", False), skip_nonfinite=guard.skip)
     compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
@@ -144,6 +155,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         state, metrics = compiled_steps[shape_key(batch)](state, S.shard_batch(batch, mesh))
         metrics = jax.device_get(metrics)
         step_times.append(time.perf_counter() - start)
+        guard.check(metrics, step)  # nan_policy: stop (raises, saves nothing) or count the skipped update
         done = step + 1
         if done % config.log_every == 0 or done == config.num_steps:
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
@@ -182,6 +194,10 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "label_names": info.get("label_names"),
         "skipped_examples": info.get("skipped_examples", 0),
         "compiled_shapes": len(compiled_steps),
+        **guard.summary(),
+        "dtype": config.get("dtype", "float32"),
+        "grad_accum": config.get("grad_accum", 1),
+        "remat": config.get("remat", False),
         **memory_usage(),
     }
     log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
@@ -249,13 +265,13 @@ def load_pretrained(config, num_classes: int):
     if weights and config.get("pretrained_optional") and not (registry.cache_dir() / weights.cache_name).exists():
         print(f"warning: pretrained weights {name!r} are not in {registry.cache_dir()}; training from scratch")
         return None, None
-    model, variables = registry.load(name, num_classes, **config.get("model", {}))
+    model, variables = registry.load(name, num_classes, **model_overrides(config))
     return model, jax.device_get(variables)
 
 
 def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     """The main job. Returns ``{strategy: summary}``; writes ``workdir/summary.json`` and more."""
-    check_workdir(workdir)
+    check_workdir(workdir, config.get("min_free_mb", faults.DEFAULT_MIN_FREE_MB))
     method = methods.dispatch(config)  # distillation, multi-task, domain adaptation
     if method is not None:
         return method(config, workdir)
@@ -329,7 +345,8 @@ def fit_cached_probe(config, train, test, info, workdir: str, pretrained, model=
     return {"summary": summary, "variables": {"params": params, "batch_stats": backbone["batch_stats"]}}
 
 
-def check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str, min_free_mb: float = faults.DEFAULT_MIN_FREE_MB) -> None:
+    """Writable, with ``min_free_mb`` free on its disk: fails before anything is trained."""
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # processes may share workdir
@@ -338,6 +355,7 @@ def check_workdir(workdir: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise SystemExit(f"workdir {workdir!r} is not writable ({e}); pick another --workdir") from None
+    faults.check_free_space(workdir, min_free_mb)
 
 
 def table(summaries: Dict[str, Dict[str, Any]]) -> str:
