@@ -21,9 +21,11 @@ import ml_collections
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "lr_schedule": ("cosine", "linear", "constant"),
+    "dtype": ("float32", "bfloat16"),  # compute dtype; parameters and optimizer state stay float32
+    "nan_policy": ("stop", "skip"),
 }
-POSITIVE = ("batch_size", "num_steps", "lr", "eval_batch_size")
-NON_NEGATIVE = ("wd", "warmup_steps", "ckpt_every", "log_every")
+POSITIVE = ("batch_size", "num_steps", "lr", "eval_batch_size", "grad_accum")
+NON_NEGATIVE = ("wd", "warmup_steps", "ckpt_every", "log_every", "min_free_mb")
 
 
 def load_file(path: str) -> ml_collections.ConfigDict:

@@ -5,6 +5,7 @@ import sys
 
 from tljax import distributed
 from tljax.config import parse_args
+from tljax.train.faults import TrainingFault
 from tljax.train.loop import run
 
 
@@ -15,7 +16,10 @@ def main(argv=None):
         distributed.initialize(config)  # before any device is touched; no-op for one process
     except (ValueError, KeyError, FileNotFoundError) as e:
         sys.exit(f"error: {e.args[0] if e.args else e}")
-    run(config, workdir)
+    try:
+        run(config, workdir)
+    except TrainingFault as e:  # e.g. a NaN loss under nan_policy='stop': the message says what to do
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
