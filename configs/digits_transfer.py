@@ -41,6 +41,12 @@ def get_config(arg=None):
     config.log_every = 20
     config.ckpt_every = 100
     config.stop_at_step = 0  # > 0: save and stop there, as if pre-empted (resume by rerunning)
+    # speed, memory and faults (tljax.train.faults)
+    config.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and optimizer state
+    config.grad_accum = 1  # k > 1: k micro-batches of batch_size / k, one update (BatchNorm sees micro-batches)
+    config.remat = False  # True: recompute activations in the backward pass (saves matmul/conv outputs only)
+    config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
+    config.min_free_mb = 200  # refuse to start with less free disk in the workdir
 
     # Pre-training on the source task: these fields replace the ones above for that run.
     config.source = ml_collections.ConfigDict(dict(
