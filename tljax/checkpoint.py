@@ -111,11 +111,19 @@ def restore_latest(mngr: ocp.CheckpointManager, state, sharding, step: Optional[
 
 def load_params(directory: str, step: Optional[int] = None) -> Dict[str, Any]:
     """Only the ``params`` (and ``batch_stats``) of a checkpoint, as numpy: e.g. to start
-    another strategy from them. ``directory`` is a workdir's ``ckpt`` folder."""
+    another strategy from them. ``directory`` is a workdir's ``ckpt`` folder. Reads as host
+    arrays, so a checkpoint written on another device set or mesh loads anywhere."""
     mngr = manager(directory)
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
-    names = [n for n in ("params", "batch_stats") if (mngr.directory / str(step) / n).exists()]
-    restored = mngr.restore(step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names}))
-    return {n: jax.device_get(restored[n]) for n in names}
+    out = {}
+    for name in ("params", "batch_stats"):
+        path = mngr.directory / str(step) / name
+        if not path.exists():
+            continue
+        checkpointer = ocp.PyTreeCheckpointer()
+        tree = checkpointer.metadata(path).item_metadata
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        out[name] = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return out
