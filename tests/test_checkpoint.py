@@ -50,7 +50,7 @@ def test_restart_in_a_new_process_is_bit_identical(straight, tmp_path):
 
 def test_sigkill_mid_training_then_rerun_matches(straight, tmp_path):
     cmd = [sys.executable, "-m", "tljax.train", "--config", "configs/digits_transfer.py:runlocal",
-           "--workdir", str(tmp_path), *TARGET, "--config.num_steps=400"]
+           "--workdir", str(tmp_path), *TARGET, "--config.num_steps=60"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (tmp_path / "ckpt" / "8").exists():  # the target run has saved twice
@@ -59,10 +59,10 @@ def test_sigkill_mid_training_then_rerun_matches(straight, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "summary.json").exists()
-    # the killed run asked for 400 steps; finish it with the same 400-step recipe
-    run_train(tmp_path, *TARGET, "--config.num_steps=400")
+    # the killed run asked for 60 steps; finish it with the same 60-step recipe
+    run_train(tmp_path, *TARGET, "--config.num_steps=60")
     reference = tmp_path.parent / "reference"
-    run_train(reference, *TARGET, "--config.num_steps=400")
+    run_train(reference, *TARGET, "--config.num_steps=60")
     assert summary(reference) == summary(tmp_path)
     a, b = final_params(reference), final_params(tmp_path)
     for k in a:
