@@ -5,7 +5,9 @@
 Each cell is one ``python -m tljax.train`` run in its own process (so peak memory is the
 cell's own) in ``OUT/cells/<cell>``; cells whose ``summary.json`` exists are skipped, so an
 interrupted benchmark resumes. A strategy written ``name+cache`` runs with
-``config.feature_cache=True``; ``name|lr=1e-3`` adds config overrides to that cell. Writes ``results.csv``, ``results.json``, ``results.md``
+``config.feature_cache=True``; ``name|lr=1e-3`` adds config overrides to that cell; ``name@configs/x.py``
+runs that cell from another config file (``configs/bench_methods.py``: one benchmark of several
+methods, with ``bench.baselines`` listing each method's gain over its plain baseline). Writes ``results.csv``, ``results.json``, ``results.md``
 (mean ± std over seeds) and two plots: accuracy vs trainable parameters and vs train time.
 """
 
@@ -46,6 +48,7 @@ def cell_name(strategy: str, seed: int, budget) -> str:
 
 def run_cell(args, bench, workdir, strategy, seed, budget) -> dict:
     spec, *cell_overrides = strategy.split("|")
+    spec, _, cell_config = spec.partition("@")  # name@configs/x.py: this cell's own config file
     name, _, extra = spec.partition("+")
     overrides = [f"--config.strategy={name}", f"--config.seed={seed}", "--config.compare=()",
                  *[f"--config.{o}" for o in [*args.override, *cell_overrides]]]
@@ -58,7 +61,8 @@ def run_cell(args, bench, workdir, strategy, seed, budget) -> dict:
     if args.has_source and not os.path.exists(os.path.join(workdir, "source")):  # one pre-training per seed
         os.makedirs(shared_source, exist_ok=True)
         os.symlink(os.path.abspath(shared_source), os.path.join(workdir, "source"))
-    cmd = [sys.executable, "-m", "tljax.train", "--config", args.config, "--workdir", workdir, *overrides]
+    cmd = [sys.executable, "-m", "tljax.train", "--config", cell_config or args.config, "--workdir", workdir,
+           *overrides]
     with open(os.path.join(workdir, "log.txt"), "w") as log:
         result = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
@@ -84,6 +88,11 @@ def aggregate(rows):
     return out
 
 
+def esc(name: str) -> str:
+    """A cell spec as Markdown table text (its ``|`` overrides escaped)."""
+    return name.replace("|", "\\|")
+
+
 def markdown(agg, machine) -> str:
     fmt = lambda a, k, f: (f"{a[k]:{f}} ± {a[k + '_std']:{f}}" if k in a else "–")  # noqa: E731
     lines = [f"Machine: {machine}", "",
@@ -91,7 +100,7 @@ def markdown(agg, machine) -> str:
              "train s | step ms | compile s | GFLOP/step | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in agg:
-        lines.append(f"| {a['strategy']} | {a['budget'] if a['budget'] is not None else '–'} | {a['seeds']} | "
+        lines.append(f"| {esc(a['strategy'])} | {a['budget'] if a['budget'] is not None else '–'} | {a['seeds']} | "
                      f"{fmt(a, 'accuracy', '.3f')} | {fmt(a, 'f1_macro', '.3f')} | {a['trainable_params']:,.0f} | "
                      f"{a['opt_state_floats']:,.0f} | {fmt(a, 'train_seconds', '.1f')} | "
                      f"{fmt(a, 'step_ms_median', '.1f')} | {fmt(a, 'compile_seconds', '.1f')} | "
@@ -111,6 +120,22 @@ def cache_speedup(agg) -> str:
                              f"epoch of linear probing, {per_epoch(plain) / per_epoch(a):.0f}x faster "
                              f"(plus {a.get('feature_seconds', 0):.1f} s once to compute the features).\n")
     return "".join(lines)
+
+
+def gains(agg, baselines) -> str:
+    """``bench.baselines = ((label, method cell, baseline cell), …)``: accuracy gain of each method."""
+    if not baselines:
+        return ""
+    by_name = {(a["strategy"], a["budget"]): a for a in agg}
+    lines = ["\n| method | baseline | accuracy | baseline accuracy | gain |", "|---|---|---|---|---|"]
+    for label, method, base in baselines:
+        for (name, budget), a in by_name.items():
+            b = by_name.get((base, budget))
+            if name == method and b:
+                lines.append(f"| {label} | {esc(base)} | "
+                             f"{a['accuracy']:.3f} ± {a['accuracy_std']:.3f} | "
+                             f"{b['accuracy']:.3f} ± {b['accuracy_std']:.3f} | {a['accuracy'] - b['accuracy']:+.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(agg, out):
@@ -174,7 +199,7 @@ def main():
         writer = csv.DictWriter(f, fieldnames=["cell", "strategy", "seed", "budget", *COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
-    table = markdown(agg, info) + cache_speedup(agg)
+    table = markdown(agg, info) + cache_speedup(agg) + gains(agg, bench.get("baselines", ()))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
     plot(agg, args.out)
