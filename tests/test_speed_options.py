@@ -1,0 +1,76 @@
+"""Speed and memory options: grad_accum equals the big batch, remat changes nothing numerically,
+bfloat16 computes in bf16 with float32 master parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tljax import data, models, strategies
+from tljax import params as P
+from tljax.train import loop
+from tljax.train import step as S
+
+# A BatchNorm-free model (LayerNorm, attention, MLP): micro-batches change nothing but summation order.
+TINY_VIT = dict(patch_size=2, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, image_size=8)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    from tljax.config import load_file
+
+    from conftest import ROOT
+
+    config = load_file(f"{ROOT}/configs/digits_transfer.py:runlocal")
+    split, _, _ = data.load_splits(config.data, 0)
+    return data.batching.train_batch(split, 32, 0, 0)
+
+
+def one_step(config, model, batch, **options):
+    """Params and metrics after one SGD step of the loop's own train step."""
+    config.optimizer, config.warmup_steps, config.lr = "sgd", 0, 0.1
+    state, tx, mask, _ = loop.prepare(config, strategies.get("full_ft"), loop.init_variables(model, batch, 0), 4)
+    mesh = S.make_mesh()
+    step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), **options)
+    compiled, _, _ = S.compile_train_step(step_fn, state, S.shard_batch(batch, mesh), mesh)
+    before = P.flatten(jax.device_get(state.params))
+    state, metrics = compiled(jax.device_put(state, S.replicated(mesh)), S.shard_batch(batch, mesh))
+    return before, P.flatten(jax.device_get(state.params)), jax.device_get(metrics), compiled
+
+
+def test_grad_accum_equals_the_whole_batch_and_remat_is_the_same(runlocal_config, batch):
+    model = models.create("vit_b16", 5, **TINY_VIT)
+    before, whole, m1, _ = one_step(runlocal_config, model, batch)
+    _, accum, m4, compiled = one_step(runlocal_config, model, batch, grad_accum=4)
+    _, remat, mr, _ = one_step(runlocal_config, model, batch, remat=True)
+    assert "while" in compiled.as_text()  # the micro-batches run in a scan, not unrolled
+    update = max(np.abs(whole[k] - before[k]).max() for k in whole)
+    assert update > 1e-3  # the step moved the parameters
+    for k in whole:
+        np.testing.assert_allclose(accum[k], whole[k], rtol=0, atol=2e-6, err_msg=k)
+        np.testing.assert_allclose(remat[k], whole[k], rtol=0, atol=2e-6, err_msg=k)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(m4[key], m1[key], rtol=1e-6)
+        np.testing.assert_allclose(mr[key], m1[key], rtol=1e-6)
+    np.testing.assert_allclose(m4["grad_norm"], m1["grad_norm"], rtol=1e-5)
+
+
+def test_grad_accum_must_split_evenly():
+    with pytest.raises(ValueError, match="grad_accum=3"):
+        S.check_grad_accum(32, 3, S.make_mesh())
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):
+    runlocal_config.dtype = "bfloat16"
+    model = loop.build_model(runlocal_config, 5)
+    assert model.backbone.dtype == jnp.bfloat16
+    before, fp32_after, m32, _ = one_step(runlocal_config, models.create("resnet_digits", 5, widths=(8, 16, 32)),
+                                          batch)
+    _, bf16_after, m16, compiled = one_step(runlocal_config, model, batch)
+    assert "bf16" in compiled.as_text()
+    assert all(v.dtype == np.float32 for v in bf16_after.values())  # master weights stay float32
+    assert abs(float(m16["loss"]) - float(m32["loss"])) < 0.02 * float(m32["loss"])  # bf16: ~3 significant digits
+    # the bf16 update points the same way as the float32 one
+    d32 = np.concatenate([(fp32_after[k] - before[k]).ravel() for k in before])
+    d16 = np.concatenate([(bf16_after[k] - before[k]).ravel() for k in before])
+    assert np.dot(d32, d16) / (np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.99
