@@ -1,7 +1,6 @@
 """The grain pipeline: resumable, sharded per process, reshuffled per epoch, eval padded and masked."""
 
 import numpy as np
-import pytest
 
 from tljax.data import pipeline, text
 

@@ -9,7 +9,7 @@ from sklearn.linear_model import RidgeClassifier
 
 from tljax import data, evaluate
 from tljax.config import load_file
-from tljax.train import loop
+from tljax.train import job, loop
 
 from conftest import ROOT
 
@@ -38,15 +38,15 @@ def test_cross_validation_reports_mean_and_std():
 
 def test_cached_linear_probe_equals_the_uncached_one(tmp_path):
     config = load_file(f"{ROOT}/configs/digits_transfer.py:runlocal")
-    src = loop.source_config(config)
+    src = job.source_config(config)
     tr, te, info = data.load_splits(src.data, src.seed)
     with tempfile.TemporaryDirectory() as d:
         pretrained = jax.device_get(loop.fit(src, tr, te, 5, d, "scratch")["variables"])
     train, test, info = data.load_splits(config.data, config.seed)
     config.num_steps = 30
-    plain = loop.fit_strategy(config, train, test, info, str(tmp_path / "plain"), "linear_probe", pretrained)
+    plain = job.fit_strategy(config, train, test, info, str(tmp_path / "plain"), "linear_probe", pretrained)
     config.feature_cache, config.cv_folds = True, 5
-    cached = loop.fit_strategy(config, train, test, info, str(tmp_path / "cached"), "linear_probe", pretrained)
+    cached = job.fit_strategy(config, train, test, info, str(tmp_path / "cached"), "linear_probe", pretrained)
     a, b = plain["summary"], cached["summary"]
     assert b["feature_cache"] and b["strategy"] == "linear_probe"
     assert b["trainable_params"] == a["trainable_params"] and b["total_params"] == a["total_params"]

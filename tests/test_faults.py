@@ -7,13 +7,12 @@ import shutil
 import signal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tljax import checkpoint, data, models, strategies
 from tljax import params as P
-from tljax.train import faults, loop
+from tljax.train import faults, job, loop
 from tljax.train import step as S
 
 from conftest import run_train
@@ -143,5 +142,5 @@ def test_workdir_without_room_or_unwritable_fails_before_training(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(SystemExit, match="is not writable"):
-        loop.check_workdir(str(blocker / "run"))
-    loop.check_workdir(str(tmp_path / "ok"), min_free_mb=1)
+        job.check_workdir(str(blocker / "run"))
+    job.check_workdir(str(tmp_path / "ok"), min_free_mb=1)

@@ -7,7 +7,7 @@ import pytest
 
 from tljax import data, models, strategies
 from tljax import params as P
-from tljax.train import loop
+from tljax.train import job, loop
 from tljax.train import step as S
 
 
@@ -59,7 +59,7 @@ def pretrained():
     from tljax.config import load_file
     from conftest import ROOT
 
-    src = loop.source_config(load_file(f"{ROOT}/configs/digits_transfer.py:runlocal"))
+    src = job.source_config(load_file(f"{ROOT}/configs/digits_transfer.py:runlocal"))
     train, test, info = data.load_splits(src.data, src.seed)
     import tempfile
 

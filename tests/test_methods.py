@@ -148,11 +148,11 @@ def test_multitask_loss_weights_and_per_task_metrics():
 
 def test_multitask_run_reports_each_task(tmp_path):
     from tljax.config import load_file
-    from tljax.train import loop
+    from tljax.train import job
 
     config = load_file("configs/multitask_digits.py:runlocal")
     config.tasks.parity.weight = 0.5
-    out = loop.run(config, str(tmp_path))["scratch"]
+    out = job.run(config, str(tmp_path))["scratch"]
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert set(saved["tasks"]) == {"digit", "parity"}
     assert saved["tasks"]["parity"]["weight"] == 0.5 and saved["tasks"]["digit"]["test_examples"] == 539

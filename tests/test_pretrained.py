@@ -1,7 +1,6 @@
 """Registry download (local HTTP server), cache and checksums; safe loading; load() semantics."""
 
 import hashlib
-import os
 import pickle
 import socket
 import threading

@@ -15,7 +15,7 @@ from tljax import checkpoint, data, lora, optim, strategies
 from tljax import params as P
 from tljax.config import load_file
 from tljax.strategies.layout import depth_groups
-from tljax.train import loop
+from tljax.train import job, loop
 
 from conftest import ROOT
 
@@ -27,7 +27,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def pretrained(config):
-    src = loop.source_config(config)
+    src = job.source_config(config)
     train, test, info = data.load_splits(src.data, src.seed)
     with tempfile.TemporaryDirectory() as d:
         return jax.device_get(loop.fit(src, train, test, info["num_classes"], d, "scratch")["variables"])

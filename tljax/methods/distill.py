@@ -18,7 +18,7 @@ import numpy as np
 
 from tljax import data
 from tljax.methods import overlay, write_summary
-from tljax.train import loop
+from tljax.train import loop, report
 from tljax.train import step as S
 
 
@@ -89,5 +89,5 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     write_summary(workdir, out["summary"])
     summaries["student" + ("+kd" if loss_fn else "")] = out["summary"]
     if jax.process_index() == 0:
-        print(loop.table(summaries))
+        print(report.table(summaries))
     return summaries

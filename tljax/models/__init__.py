@@ -61,3 +61,6 @@ def example_input(model: nn.Module, batch: int = 1):
         return jnp.zeros((batch, 8), jnp.int32)
     size = backbone.image_size if isinstance(backbone, ViT) else 32  # conv nets pool globally
     return jnp.zeros((batch, size, size, 3), jnp.float32)
+
+
+__all__ = ["BACKBONES", "Classifier", "DomainAdversarial", "Identity", "MultiTask", "create", "example_input", "grad_reverse", "register"]

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Dict, Optional
+from typing import BinaryIO, Dict
 
 from tljax.pretrained.registry import Weights
 

@@ -6,7 +6,7 @@ import sys
 from tljax import distributed
 from tljax.config import parse_args
 from tljax.train.faults import TrainingFault
-from tljax.train.loop import run
+from tljax.train.job import run
 
 
 def main(argv=None):

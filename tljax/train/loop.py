@@ -1,8 +1,7 @@
-"""The one place that ties config, data, model, strategy, optimizer, checkpoints and metrics.
+"""``fit``: one model, one strategy, one workdir — the training loop and its summary.
 
-``fit`` trains one model with one strategy in one workdir and returns its summary;
-``run`` is the main job: optional source pre-training, the configured strategy, then the
-strategies listed in ``config.compare``, and a table of their target accuracies.
+It ties data batches, the strategy's optimizer, the compiled step, checkpoints and metrics
+together; ``tljax.train.job`` decides which models and strategies to fit.
 """
 
 from __future__ import annotations
@@ -16,14 +15,13 @@ from typing import Any, Dict, Optional
 import jax
 import jax.experimental.multihost_utils
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from tljax import checkpoint, data, evaluate, lora, methods, models, optim, strategies, wordvec
+from tljax import checkpoint, data, lora, models, optim, strategies
 from tljax import params as P
 from tljax.metrics import classification_metrics
-from tljax.train import faults
+from tljax.train import faults, report
 from tljax.train import step as S
 
 
@@ -53,7 +51,7 @@ def initial_state(config, model, example_batch, pretrained: Optional[Dict], stra
 
 
 def evaluate_split(model, variables, split, batch_size: int, mesh, num_classes: int, preprocess=None,
-             buckets=()) -> Dict[str, Any]:
+                   buckets=()) -> Dict[str, Any]:
     """Metrics on a whole split: each process reads its share, padding is masked out."""
     predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess))
     predictions, labels = [], []
@@ -80,22 +78,6 @@ def train_batches(config, split, buckets, state=None):
                                         prefetch=config.data.get("prefetch", 4), state=state)
 
 
-class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl``; drops lines past a resumed step."""
-
-    def __init__(self, path: str, resume_step: int):
-        self.path = path
-        self.enabled = jax.process_index() == 0
-        if self.enabled and os.path.exists(path):
-            with open(path) as f:
-                kept = [line for line in f if json.loads(line).get("step", 0) <= resume_step]
-            with open(path, "w") as f:
-                f.writelines(kept)
-
-    def write(self, **record):
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 def fit(config, split_train, split_test, num_classes: int, workdir: str, strategy_spec: str,
@@ -130,7 +112,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     # grain's random-access iterator state is the next batch index; older checkpoints saved none
     batches = train_batches(config, split_train, buckets,
                             data_state or ({"next_index": start_step} if start_step else None))
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step)
+    log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step)
     frozen_before = jax.device_get(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.get("frozen_bn_train", False) else S.frozen_batchnorms(state.batch_stats, mask)
@@ -198,7 +180,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "dtype": config.get("dtype", "float32"),
         "grad_accum": config.get("grad_accum", 1),
         "remat": config.get("remat", False),
-        **memory_usage(),
+        **report.memory_usage(),
     }
     log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
     if jax.process_index() == 0:
@@ -224,13 +206,6 @@ def prepare(config, strategy, variables, epoch_steps: int):
     return state, tx, strategies.trainable_mask(groups), param_fn
 
 
-def memory_usage() -> Dict[str, Any]:
-    """Peak resident memory of this process, and the device's own peak where it reports one."""
-    import resource  # noqa: PLC0415 (POSIX only)
-
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "device_peak_bytes": stats.get("peak_bytes_in_use")}
 
 
 def opt_state_floats(opt_state) -> int:
@@ -242,126 +217,3 @@ def check_frozen_unchanged(before, after) -> None:
     changed = [k for k in before if not np.array_equal(np.asarray(before[k]), np.asarray(after[k]))]
     if changed:
         raise AssertionError(f"frozen parameters changed during training: {changed[:5]}")
-
-
-def source_config(config) -> ml_collections.ConfigDict:
-    """The target config with ``config.source``'s fields on top: the pre-training run."""
-    target_only = ("source", "compare", "stop_at_step", "feature_cache", "cv_folds", "bench")
-    merged = {k: v for k, v in config.to_dict().items() if k not in target_only}
-    merged.update(config.source.to_dict())
-    return ml_collections.ConfigDict(merged)
-
-
-def load_pretrained(config, num_classes: int):
-    """``(model, variables)`` of ``config.pretrained`` (registry name or path) with a fresh head.
-
-    With ``config.pretrained_optional``, registry weights missing from the cache give
-    ``(None, None)`` and a warning (train from scratch) instead of a download.
-    """
-    from tljax import pretrained as registry  # noqa: PLC0415 (heavy: converters)
-
-    name = config.pretrained
-    weights = registry.REGISTRY.get(name)
-    if weights and config.get("pretrained_optional") and not (registry.cache_dir() / weights.cache_name).exists():
-        print(f"warning: pretrained weights {name!r} are not in {registry.cache_dir()}; training from scratch")
-        return None, None
-    model, variables = registry.load(name, num_classes, **model_overrides(config))
-    return model, jax.device_get(variables)
-
-
-def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
-    """The main job. Returns ``{strategy: summary}``; writes ``workdir/summary.json`` and more."""
-    check_workdir(workdir, config.get("min_free_mb", faults.DEFAULT_MIN_FREE_MB))
-    method = methods.dispatch(config)  # distillation, multi-task, domain adaptation
-    if method is not None:
-        return method(config, workdir)
-    pretrained = None
-    if config.get("source"):
-        src = source_config(config)
-        train, test, info = data.load_splits(src.data, src.seed)
-        pretrained = fit(src, train, test, info["num_classes"], os.path.join(workdir, "source"),
-                         "scratch", info=info)["variables"]
-        pretrained = jax.device_get(pretrained)
-    train, test, info = data.load_splits(config.data, config.seed)
-    model = None
-    if not config.get("source") and config.get("pretrained"):
-        model, pretrained = load_pretrained(config, info["num_classes"])
-    if config.get("wordvec"):  # static word vectors as the embedding table
-        model, pretrained = wordvec.load(config, info["num_classes"], workdir)
-    summaries = {config.strategy: fit_strategy(config, train, test, info, workdir, config.strategy,
-                                               pretrained, model)["summary"]}
-    if summaries[config.strategy] is None:
-        return {}
-    for spec in config.get("compare", ()):
-        folder = os.path.join(workdir, "compare", spec.replace("/", "_").replace(":", "_"))
-        summaries[spec] = fit_strategy(config, train, test, info, folder, spec, pretrained, model)["summary"]
-    if jax.process_index() == 0:
-        print(table(summaries))
-    return summaries
-
-
-def fit_strategy(config, train, test, info, workdir: str, spec: str, pretrained, model=None):
-    """``fit``, or the cached-feature linear probe where ``config.feature_cache`` allows it."""
-    cacheable = (strategies.get(spec).name == "linear_probe" and pretrained is not None
-                 and not config.get("augment") and not config.get("frozen_bn_train", False))
-    if config.get("feature_cache") and cacheable:
-        return fit_cached_probe(config, train, test, info, workdir, pretrained, model)
-    return fit(config, train, test, info["num_classes"], workdir, spec, pretrained, info=info, model=model)
-
-
-def fit_cached_probe(config, train, test, info, workdir: str, pretrained, model=None):
-    """Linear probe on features computed once: the head trains on them, plus a ridge read-out
-    and optional k-fold CV (``config.cv_folds``) on the same features."""
-    num_classes, mesh = info["num_classes"], S.make_mesh()
-    model = model if model is not None else build_model(config, num_classes)
-    backbone = {"params": {"backbone": pretrained["params"]["backbone"]},
-                "batch_stats": pretrained.get("batch_stats") or {}}
-    features_model = model.clone(num_classes=None)
-    _, eval_pre = data.augment.make_preprocess(config.get("augment"))
-    start = time.perf_counter()
-    train_x, train_y = evaluate.extract_features(features_model, backbone, train, config.eval_batch_size, mesh,
-                                                 eval_pre, info.get("buckets", ()))
-    test_x, test_y = evaluate.extract_features(features_model, backbone, test, config.eval_batch_size, mesh,
-                                               eval_pre, info.get("buckets", ()))
-    feature_seconds = time.perf_counter() - start
-    head = models.Classifier(models.Identity(), num_classes)
-    out = fit(config, {"features": train_x, "label": train_y}, {"features": test_x, "label": test_y}, num_classes,
-              workdir, "full_ft", None, model=head)
-    if out["summary"] is None:
-        return out
-    summary = out["summary"]
-    ridge = evaluate.ridge_predict(train_x, train_y, test_x, num_classes, config.get("ridge_l2", 1.0))
-    summary.update(strategy="linear_probe", feature_cache=True, feature_seconds=feature_seconds,
-                   total_params=P.count(backbone["params"]) + summary["trainable_params"],
-                   ridge_accuracy=float(np.mean(ridge == test_y)),
-                   label_names=info.get("label_names"), skipped_examples=info.get("skipped_examples", 0))
-    if config.get("cv_folds"):
-        summary.update(evaluate.cross_validate(train_x, train_y, num_classes, config.cv_folds, config.seed,
-                                               config.get("ridge_l2", 1.0)))
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-    params = {**backbone["params"], "head": out["variables"]["params"]["head"]}
-    return {"summary": summary, "variables": {"params": params, "batch_stats": backbone["batch_stats"]}}
-
-
-def check_workdir(workdir: str, min_free_mb: float = faults.DEFAULT_MIN_FREE_MB) -> None:
-    """Writable, with ``min_free_mb`` free on its disk: fails before anything is trained."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # processes may share workdir
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise SystemExit(f"workdir {workdir!r} is not writable ({e}); pick another --workdir") from None
-    faults.check_free_space(workdir, min_free_mb)
-
-
-def table(summaries: Dict[str, Dict[str, Any]]) -> str:
-    rows = ["| strategy | accuracy | f1_macro | trainable params | opt state floats | train s | step ms |",
-            "|---|---|---|---|---|---|---|"]
-    for name, s in summaries.items():
-        rows.append(f"| {name} | {s['accuracy']:.3f} | {s['f1_macro']:.3f} | {s['trainable_params']:,} | "
-                    f"{s['opt_state_floats']:,} | {s['train_seconds']:.1f} | {s['step_ms_median'] or 0:.1f} |")
-    return "\n".join(rows)
