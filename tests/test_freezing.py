@@ -25,7 +25,7 @@ def compiled_step(config, strategy_spec):
     """The train step exactly as the loop builds it, for the full digits ResNet."""
     model = models.create(config.arch, 5)
     split, _, _ = data.load_splits(config.data, 0)
-    batch = data.batching.train_batch(split, config.batch_size, 0, 0)
+    batch = data.pipeline.train_dataset(split, config.batch_size, 0)[0]
     variables = loop.init_variables(model, batch, 0)
     state, tx, mask, param_fn = loop.prepare(config, strategies.get(strategy_spec), variables, 10)
     mesh = S.make_mesh()

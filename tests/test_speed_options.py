@@ -23,7 +23,7 @@ def batch():
 
     config = load_file(f"{ROOT}/configs/digits_transfer.py:runlocal")
     split, _, _ = data.load_splits(config.data, 0)
-    return data.batching.train_batch(split, 32, 0, 0)
+    return data.pipeline.train_dataset(split, 32, 0)[0]
 
 
 def one_step(config, model, batch, **options):

@@ -15,7 +15,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from tljax.data import augment, batching, digits, pipeline, text
+from tljax.data import augment, digits, pipeline, text
 
 SOURCES = ("digits", "tfds:<name>", "image_folder", "text_tsv", "text_csv")
 
@@ -124,4 +124,4 @@ def load_splits(cfg, seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
     return train, test, info
 
 
-__all__ = ["augment", "batching", "digits", "pipeline", "text", "load_splits", "SOURCES"]
+__all__ = ["augment", "digits", "pipeline", "text", "load_splits", "SOURCES"]
