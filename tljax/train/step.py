@@ -115,7 +115,7 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     if preprocess is not None:
         batch = preprocess(batch, jax.random.fold_in(rng, 1))
 
-    def loss_fn(trainable_params, batch_stats, batch, rng):
+    def compute_loss(trainable_params, batch_stats, batch, rng):
         args, kwargs = model_inputs(batch)
         params = join(trainable_params, frozen)
         variables = {"params": param_fn(params) if param_fn else params, "batch_stats": batch_stats}
@@ -126,8 +126,8 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
         return loss, (metrics, new_vars.get("batch_stats", {}) or batch_stats)
 
     if remat:
-        loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        compute_loss = jax.checkpoint(compute_loss, policy=jax.checkpoint_policies.dots_saveable)
+    grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
     if grad_accum == 1:
         (loss, (metrics, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
     else:
