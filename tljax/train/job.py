@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from tljax import data, evaluate, methods, models, strategies, wordvec
+from tljax import checkpoint, data, evaluate, methods, models, strategies, wordvec
 from tljax import params as P
 from tljax.train import faults, report
 from tljax.train import step as S
@@ -32,11 +32,7 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
         return method(config, workdir)
     pretrained = None
     if config.get("source"):
-        src = source_config(config)
-        train, test, info = data.load_splits(src.data, src.seed)
-        pretrained = fit(src, train, test, info["num_classes"], os.path.join(workdir, "source"),
-                         "scratch", info=info)["variables"]
-        pretrained = jax.device_get(pretrained)
+        pretrained = source_weights(config, os.path.join(workdir, "source"))
     train, test, info = data.load_splits(config.data, config.seed)
     model = None
     if not config.get("source") and config.get("pretrained"):
@@ -53,6 +49,23 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     if jax.process_index() == 0:
         print(report.table(summaries))
     return summaries
+
+
+def source_weights(config, source_dir: str):
+    """The source model's variables: trained here once, then read back from its checkpoint.
+
+    A finished source run (``summary.json`` at ``config.source.num_steps``) is reused without
+    building or compiling anything; an unfinished one resumes. A source checkpoint of another
+    model fails the strict merge, which names the mismatched keys.
+    """
+    src = source_config(config)
+    summary_path = os.path.join(source_dir, "summary.json")
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            if json.load(f).get("num_steps") == src.num_steps:
+                return checkpoint.load_params(os.path.join(source_dir, "ckpt"), src.num_steps)
+    train, test, info = data.load_splits(src.data, src.seed)
+    return jax.device_get(fit(src, train, test, info["num_classes"], source_dir, "scratch", info=info)["variables"])
 
 
 def source_config(config) -> ml_collections.ConfigDict:
