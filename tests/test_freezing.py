@@ -90,6 +90,9 @@ def test_frozen_params_and_their_batchnorm_stats_do_not_move(runlocal_config, pr
     frozen_bn = {k for k in P.flatten(pretrained["batch_stats"]) if re.fullmatch(frozen_pattern, k)}
     assert not (stats_moved & frozen_bn)
     assert set(P.flatten(pretrained["batch_stats"])) - frozen_bn <= stats_moved
+    trained = sum(v.size for k, v in P.flatten(pretrained["params"]).items() if k not in frozen)
+    assert result["summary"]["trainable_params"] == trained
+    assert 0 <= result["summary"]["opt_state_floats"] - 2 * trained <= 12  # Adam moments + scalar hyperparameters
 
 
 def test_frozen_batchnorm_can_be_switched_to_train_mode(runlocal_config, pretrained, tmp_path):

@@ -80,8 +80,9 @@ def test_what_moves_and_optimizer_state(config, pretrained, tmp_path, spec, trai
 
 
 def test_scratch_ignores_the_pretrained_weights(config, pretrained, tmp_path):
-    _, with_pretrained = train(config, pretrained, "scratch", tmp_path / "a", num_steps=2)
+    summary, with_pretrained = train(config, pretrained, "scratch", tmp_path / "a", num_steps=2)
     _, without = train(config, None, "scratch", tmp_path / "b", num_steps=2)
+    assert state_floats(summary, P.count(with_pretrained))
     assert P.flatten(with_pretrained).keys() == P.flatten(without).keys()
     for k, v in P.flatten(without).items():
         np.testing.assert_array_equal(P.flatten(with_pretrained)[k], v)
@@ -132,14 +133,17 @@ def test_gradual_unfreeze_stages_with_one_compilation(config, pretrained, tmp_pa
         lambda: train(config, pretrained, "gradual_unfreeze:1", tmp_path, num_steps=5))
     assert compiles == 1
     assert moved(pretrained, params) == matching(pretrained, r"head/.*|backbone/layer[23]/.*")
+    # every group will train, so every parameter has its moments from the start
+    assert state_floats(summary, P.count(params))
 
 
 def test_lp_ft_probes_then_fine_tunes(config, pretrained, tmp_path):
     labels = strategies.labels_for(strategies.get("lp_ft:0.5"), pretrained["params"])
     groups = optim.plan_groups(config, strategies.get("lp_ft:0.5"), labels, 12, 2)
     assert groups["head/kernel"].start_step == 0 and groups["backbone/conv1/kernel"].start_step == 6
-    _, early = train(config, pretrained, "lp_ft:0.9", tmp_path / "a", num_steps=10)  # backbone from step 9
+    summary, early = train(config, pretrained, "lp_ft:0.9", tmp_path / "a", num_steps=10)  # backbone from step 9
     assert moved(pretrained, early) == matching(pretrained, ALL)
+    assert state_floats(summary, P.count(early))
     train_until = lambda: train(config, pretrained, "lp_ft:0.9", tmp_path / "b", num_steps=10, stop_at_step=8)  # noqa
     assert train_until()[0] is None  # stopped, checkpoint saved
     probe_only = checkpoint.load_params(str(tmp_path / "b" / "ckpt"))["params"]
