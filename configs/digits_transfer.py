@@ -4,9 +4,8 @@
 
 Pre-trains a small ResNet on sklearn digits 0–4 (saved in ``runs/digits/source``, reused
 when present), then trains on digits 5–9 with ``target_labels_per_class`` labels per class
-using ``strategy`` and, for comparison, each of ``compare``. Expected on 2 CPU cores: under
-3 minutes in all, and the table it prints ends with linear probe and full FT well above
-scratch (see the README for the figures measured).
+using ``strategy`` and, for comparison, each of ``compare``. Measured on 2 CPU cores: 2 min 6 s
+in all; test accuracy (846 held-out digits) full FT 0.941, scratch 0.935, linear probe 0.829.
 """
 
 import ml_collections
