@@ -3,9 +3,10 @@
 Checksums: torchvision names every file ``<name>-<first 8+ hex digits of its sha256>.pth``
 (``torch.hub`` verifies that prefix), so those entries carry the published prefix and the
 loader checks that the file's sha256 starts with it. Keras publishes the md5 of its VGG16 file
-(``file_hash`` in ``keras/applications/vgg16.py``). For the timm files on the Hugging Face Hub
-no hash is recorded here (we could not confirm one): they load unverified, with a warning,
-until someone fills ``sha256``.
+(``file_hash`` in ``keras/applications/vgg16.py``). Every entry carries a checksum: timm's Hub
+files are not listed because their hashes could not be confirmed offline; load them from a
+local ``model.safetensors`` (``load(path, arch=..., source='timm')``) or ``register`` them
+with their sha256.
 """
 
 from __future__ import annotations
@@ -57,14 +58,6 @@ REGISTRY: Dict[str, Weights] = {
         "vgg16_weights_tf_dim_ordering_tf_kernels.h5", "vgg16", "keras_h5",
         md5="64373286793e3c8b2b4e3219cbf3544b",
         preprocessing="BGR in [0, 255], minus the ImageNet mean (103.939, 116.779, 123.68); no scaling"),
-    # sha256 unknown here (see the module docstring): loaded with a warning, unverified.
-    "vit_b16.augreg2_in21k_ft_in1k": Weights(
-        "https://huggingface.co/timm/vit_base_patch16_224.augreg2_in21k_ft_in1k/resolve/main/model.safetensors",
-        "vit_b16", "timm", filename="vit_b16.augreg2_in21k_ft_in1k.safetensors",
-        preprocessing="RGB in [0, 1], then normalise with mean 0.5, std 0.5"),
-    "resnet50.a1_in1k": Weights(
-        "https://huggingface.co/timm/resnet50.a1_in1k/resolve/main/model.safetensors",
-        "resnet50", "timm", filename="resnet50.a1_in1k.safetensors", preprocessing=TORCHVISION_NORM),
 }
 
 
