@@ -21,7 +21,7 @@ from tljax import checkpoint, data, evaluate, methods, models, strategies, wordv
 from tljax import params as P
 from tljax.train import faults, report
 from tljax.train import step as S
-from tljax.train.loop import build_model, fit, model_overrides
+from tljax.train.loop import build_model, fit, init_variables, model_overrides
 
 
 def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
@@ -55,16 +55,24 @@ def source_weights(config, source_dir: str):
     """The source model's variables: trained here once, then read back from its checkpoint.
 
     A finished source run (``summary.json`` at ``config.source.num_steps``) is reused without
-    building or compiling anything; an unfinished one resumes. A source checkpoint of another
-    model fails the strict merge, which names the mismatched keys.
+    compiling anything, after its parameter shapes are checked against the source model's
+    (a workdir holding another model is refused, nothing deleted); an unfinished one resumes.
     """
     src = source_config(config)
+    train, test, info = data.load_splits(src.data, src.seed)
     summary_path = os.path.join(source_dir, "summary.json")
     if os.path.exists(summary_path):
         with open(summary_path) as f:
-            if json.load(f).get("num_steps") == src.num_steps:
-                return checkpoint.load_params(os.path.join(source_dir, "ckpt"), src.num_steps)
-    train, test, info = data.load_splits(src.data, src.seed)
+            finished = json.load(f).get("num_steps") == src.num_steps
+        if finished:
+            weights = checkpoint.load_params(os.path.join(source_dir, "ckpt"), src.num_steps)
+            model = build_model(src, info["num_classes"])
+            example = data.pipeline.train_dataset(train, src.batch_size, src.seed)[0]
+            expected = jax.eval_shape(lambda: init_variables(model, example, src.seed))["params"]
+            shapes = lambda tree: {k: list(np.shape(v)) for k, v in P.flatten(tree).items()}  # noqa: E731
+            checkpoint.check_meta({"param_shapes": shapes(weights["params"])},
+                                  {"param_shapes": shapes(expected)}, os.path.join(source_dir, "ckpt"))
+            return weights
     return jax.device_get(fit(src, train, test, info["num_classes"], source_dir, "scratch", info=info)["variables"])
 
 
