@@ -18,6 +18,26 @@ from tljax import data
 from tljax.train import step as S
 
 
+def apply_to_split(fn, variables, split, batch_size: int, mesh, buckets: Sequence[int] = (),
+                   desc: str = "eval") -> Tuple[np.ndarray, np.ndarray]:
+    """``(outputs, labels)`` of jitted ``fn(variables, batch)`` over a whole split.
+
+    Each process reads its share of every padded batch; outputs are gathered from all
+    processes and the padding is dropped.
+    """
+    out, labels = [], []
+    batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
+    total = -(-data.pipeline.num_examples(split) // batch_size)
+    for batch in tqdm(batches, desc=desc, leave=False, total=total, disable=jax.process_index() != 0):
+        truth = S.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
+        outputs, truth = jax.experimental.multihost_utils.process_allgather(
+            (fn(variables, S.shard_batch(batch, mesh)), truth), tiled=True)
+        valid = np.asarray(truth["mask"]).astype(bool)
+        out.append(np.asarray(outputs)[valid])
+        labels.append(np.asarray(truth["label"])[valid])
+    return np.concatenate(out), np.concatenate(labels)
+
+
 def extract_features(model, variables, split, batch_size: int, mesh, preprocess=None,
                      buckets: Sequence[int] = ()) -> Tuple[np.ndarray, np.ndarray]:
     """``(features, labels)`` of a whole split; ``model`` returns features (``num_classes=None``)."""
@@ -27,19 +47,9 @@ def extract_features(model, variables, split, batch_size: int, mesh, preprocess=
         if preprocess is not None:
             batch = preprocess(batch)
         args, kwargs = S.model_inputs(batch)
-        return model.apply(v, *args, train=False, **kwargs)
+        return model.apply(v, *args, train=False, **kwargs).astype(np.float32)
 
-    out, labels = [], []
-    batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
-    total = -(-data.pipeline.num_examples(split) // batch_size)
-    for batch in tqdm(batches, desc="features", leave=False, total=total, disable=jax.process_index() != 0):
-        truth = S.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
-        feats, truth = jax.experimental.multihost_utils.process_allgather(
-            (features(variables, S.shard_batch(batch, mesh)), truth), tiled=True)
-        valid = np.asarray(truth["mask"]).astype(bool)
-        out.append(np.asarray(feats, np.float32)[valid])
-        labels.append(np.asarray(truth["label"])[valid])
-    return np.concatenate(out), np.concatenate(labels)
+    return apply_to_split(features, variables, split, batch_size, mesh, buckets, desc="features")
 
 
 def ridge_predict(train_x, train_y, test_x, num_classes: int, l2: float = 1.0) -> np.ndarray:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from tljax import checkpoint, data, lora, models, optim, strategies
+from tljax import checkpoint, data, evaluate, lora, models, optim, strategies
 from tljax import params as P
 from tljax.metrics import classification_metrics
 from tljax.train import faults, report
@@ -54,16 +54,8 @@ def evaluate_split(model, variables, split, batch_size: int, mesh, num_classes: 
                    buckets=()) -> Dict[str, Any]:
     """Metrics on a whole split: each process reads its share, padding is masked out."""
     predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess))
-    predictions, labels = [], []
-    batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
-    for batch in tqdm(batches, desc="eval", leave=False, total=-(-data.pipeline.num_examples(split) // batch_size)):
-        truth = S.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
-        out, truth = jax.experimental.multihost_utils.process_allgather(
-            (predict(variables, S.shard_batch(batch, mesh)), truth), tiled=True)
-        valid = np.asarray(truth["mask"]).astype(bool)
-        predictions.append(np.asarray(out)[valid])
-        labels.append(np.asarray(truth["label"])[valid])
-    return classification_metrics(np.concatenate(labels), np.concatenate(predictions), num_classes)
+    predictions, labels = evaluate.apply_to_split(predict, variables, split, batch_size, mesh, buckets)
+    return classification_metrics(labels, predictions, num_classes)
 
 
 def shape_key(batch) -> tuple:
