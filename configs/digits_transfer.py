@@ -44,6 +44,9 @@ def get_config(arg=None):
     config.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and optimizer state
     config.grad_accum = 1  # k > 1: k micro-batches of batch_size / k, one update (BatchNorm sees micro-batches)
     config.remat = False  # True: recompute activations in the backward pass (saves matmul/conv outputs only)
+    # devices: (("data", -1),) copies the model on each; (("data", 2), ("fsdp", -1)) also splits parameters
+    # and optimizer state over "fsdp" (FSDP) for models too big to copy. The batch is split over both.
+    config.mesh = (("data", -1),)
     config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
     config.min_free_mb = 200  # refuse to start with less free disk in the workdir
 

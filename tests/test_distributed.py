@@ -113,3 +113,24 @@ def test_two_processes_match_two_devices_and_resume_in_one_process(tmp_path):
     print(f"max |resumed in 1 process x 1 device - 1 process x 2 devices| at step 16: {at_16:.3g}")
     assert at_16 <= 1e-5
     assert max_diff(params_at(two / "ckpt", 16), params_at(two / "ckpt", 12)) > 1e-3  # it did train on
+
+
+def test_two_processes_with_fsdp_match_data_parallel(tmp_path):
+    """Parameters split over 2 processes (mesh fsdp 2): no process holds a whole kernel, yet the
+    run (frozen-parameter check, evaluation, checkpoint) ends where data parallelism does."""
+    fsdp, dp = tmp_path / "fsdp", tmp_path / "dp"
+    config = tmp_path / "runlocal_no_source.py"
+    config.write_text(CONFIG_FILE)
+    args = ["--config", str(config), "--config.model.widths=(32, 64, 128)", "--config.num_steps=4"]
+    result = launch(2, sys.executable, "-m", "tljax.train", *args, "--config.mesh=(('fsdp', -1),)",
+                    "--workdir", str(fsdp))
+    assert result.returncode == 0, result.stdout[-3000:]
+    run_train(dp, *args[2:], config=str(config), env={**CPU, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    split, whole = (json.loads((d / "summary.json").read_text()) for d in (fsdp, dp))
+    print(f"state per device: {whole['state_mb_per_device']:.2f} MB replicated, "
+          f"{split['state_mb_per_device']:.2f} MB split over 2 processes")
+    assert split["state_mb_per_device"] < 0.75 * whole["state_mb_per_device"]
+    assert split["accuracy"] == whole["accuracy"]
+    diff = max_diff(params_at(fsdp / "ckpt", 4), params_at(dp / "ckpt", 4))
+    print(f"max |fsdp over 2 processes - data parallel on 2 devices| at step 4: {diff:.3g}")
+    assert diff <= 1e-5

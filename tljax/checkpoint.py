@@ -94,19 +94,26 @@ def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str) 
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state, sharding, step: Optional[int] = None, **meta) -> Optional[Any]:
-    """The latest checkpoint (or ``step``) restored into ``state``'s structure, or None when there is none."""
+    """The latest checkpoint (or ``step``) restored into ``state``'s structure and ``sharding`` (one, or a
+    tree like ``state``), or None when there is none. Any mesh can read what any other mesh wrote."""
     step = mngr.latest_step() if step is None else step
     if step is None:
         return None
     saved_meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     check_meta(saved_meta, describe(state, **meta), str(mngr.directory))
-    abstract = lambda tree: jax.tree.map(  # noqa: E731
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
     names = [n for n in STATE_ITEMS if jax.tree.leaves(getattr(state, n))]
     restored = mngr.restore(step, args=ocp.args.Composite(
-        **{n: ocp.args.StandardRestore(abstract(getattr(state, n))) for n in names}))
+        **{n: ocp.args.StandardRestore(_abstract(getattr(state, n), sharding, n)) for n in names}))
     return state.replace(step=jax.numpy.asarray(saved_meta["step"], jax.numpy.int32),
                          **{n: restored[n] for n in names})
+
+
+def _abstract(tree, sharding, name: str):
+    """Restore targets: one ``sharding`` for every leaf, or a state-shaped tree of them (FSDP)."""
+    if not isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s),
+                            tree, getattr(sharding, name))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
 
 
 def load_params(directory: str, step: Optional[int] = None) -> Dict[str, Any]:

@@ -96,7 +96,7 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     summary = out["summary"]
     if summary is None:
         return {}
-    source = loop.evaluate_split(model, out["variables"], source_view, config.eval_batch_size, S.make_mesh(),
+    source = loop.evaluate_split(model, out["variables"], source_view, config.eval_batch_size, S.make_mesh(config.get("mesh")),
                                  num_classes)
     summary.update(method=cfg.method, shift=cfg.shift, target_accuracy=summary["accuracy"],
                    source_accuracy=source["accuracy"])

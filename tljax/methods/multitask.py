@@ -74,7 +74,7 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     summary = out["summary"]
     if summary is None:
         return {}
-    mesh = S.make_mesh()
+    mesh = S.make_mesh(config.get("mesh"))
     per_task = {}
     for name, _, test, k in tasks:
         metrics = loop.evaluate_split(model.clone(task=name), out["variables"], test, config.eval_batch_size,
