@@ -163,3 +163,59 @@ def test_multitask_run_reports_each_task(tmp_path):
 
 def test_models_registry_knows_the_new_heads():
     assert "bag_of_embeddings" in models.BACKBONES
+
+
+def test_as_images_maps_two_digit_sets_to_one_input_space():
+    grey = {"image": np.full((3, 28, 28, 1), 255, np.uint8), "label": np.arange(3)}
+    colour = [{"image": np.full((32, 32, 3), c, np.uint8), "label": np.int32(i)} for i, c in enumerate((0, 255))]
+    a, b = adapt.as_images(grey, 32, 1), adapt.as_images(colour, 32, 1)
+    assert a["image"].shape == (3, 32, 32, 1) and b["image"].shape == (2, 32, 32, 1)
+    assert a["image"].dtype == np.float32 and np.allclose(a["image"], 1.0)
+    np.testing.assert_allclose(b["image"][:, 0, 0, 0], [0.0, 1.0], atol=1e-6)
+    assert b["label"].tolist() == [0, 1]
+    assert adapt.as_images(grey, 16, 3)["image"].shape == (3, 16, 16, 3)
+
+
+def test_dann_mnist_to_svhn_config_runs_on_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tljax.config import load_file
+    from tljax.train import job
+
+    config = load_file("configs/dann_mnist_svhn.py:runlocal")
+    with tfds.testing.mock_data(num_examples=16):
+        out = job.run(config, str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["method"] == "dann" and summary["target"] == "tfds:svhn_cropped"
+    assert summary["test_examples"] == 16 and summary["train_examples"] == 32  # 16 MNIST + 16 unlabelled SVHN
+    assert 0.0 <= summary["target_accuracy"] <= 1.0 and "source_accuracy" in summary
+    assert out
+
+
+def test_dann_refuses_a_target_with_another_label_space(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tljax.config import load_file
+    from tljax.train import job
+
+    config = load_file("configs/dann_mnist_svhn.py:runlocal")
+    config.adapt.target.source = "tfds:emnist/letters"
+    with tfds.testing.mock_data(num_examples=16), pytest.raises(ValueError, match="same label space"):
+        job.run(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("config, method", [("configs/distill_digits.py:runlocal", "distill"),
+                                            ("configs/dann_digits.py:runlocal", "dann"),
+                                            ("configs/multitask_digits.py:runlocal", "multitask")])
+def test_each_method_runs_through_the_cli(tmp_path, config, method):
+    from conftest import run_train
+
+    result = run_train(tmp_path, config=config)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary.get("method") == method, result.stdout[-2000:]
+    assert summary["num_steps"] == 6 and 0.0 <= summary["accuracy"] <= 1.0
+    if method == "distill":  # the teacher trained first, in its own workdir, and its accuracy is reported
+        teacher = json.loads((tmp_path / "teacher" / "summary.json").read_text())
+        assert summary["teacher_accuracy"] == teacher["accuracy"] and teacher["num_steps"] == 8
+    if method == "dann":
+        assert summary["target"] == "shift:invert" and "source_accuracy" in summary
+    if method == "multitask":
+        assert set(summary["tasks"]) == {"digit", "parity"}
