@@ -4,7 +4,7 @@
 
 Cells name their own config (``strategy@config|overrides``): distillation vs the same student
 without a teacher (α = 1), multi-task (digit + parity) vs digit alone (parity ratio 0), DANN vs
-source-only on inverted digits, and MiniLM's word-piece vectors in a bag-of-embeddings SST-2
+source-only on inverted and on noisy digits, and MiniLM's word-piece vectors in a bag-of-embeddings SST-2
 classifier (frozen / tuned) vs a random table. ``bench.baselines`` gives the gain table. The
 word-vector cells need ``../shared/data/sst2`` (drop them from ``strategies`` where it is absent).
 """
@@ -22,6 +22,8 @@ CELLS = {
     "multitask_single": f"scratch@{M}|tasks.parity.ratio=0.0",
     "dann": f"scratch@{A}",
     "dann_source_only": f"scratch@{A}|adapt.method=source_only",
+    "dann_noise": f"scratch@{A}|adapt.shift=noise",
+    "dann_noise_source_only": f"scratch@{A}|adapt.shift=noise|adapt.method=source_only",
     "wordvec_frozen": f"freeze:backbone/embed/.*@{W}{SST2}",
     "wordvec_tuned": f"full_ft@{W}{SST2}",
     "wordvec_scratch": f"scratch@{W}{SST2}",
@@ -32,12 +34,13 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.bench = dict(
         strategies=tuple(CELLS.values()),
-        seeds=(0,),  # (0, 1, 2) for a spread; one seed fits the 2-core budget
+        seeds=(0, 1, 2),
         budgets=(),
         budget_field="num_steps",
         baselines=(("distillation (α=0.3, T=4)", CELLS["distill"], CELLS["distill_plain"]),
                    ("multi-task: digit accuracy", CELLS["multitask"], CELLS["multitask_single"]),
-                   ("DANN: target accuracy", CELLS["dann"], CELLS["dann_source_only"]),
+                   ("DANN: inverted digits", CELLS["dann"], CELLS["dann_source_only"]),
+                   ("DANN: noisy digits", CELLS["dann_noise"], CELLS["dann_noise_source_only"]),
                    ("word vectors, frozen", CELLS["wordvec_frozen"], CELLS["wordvec_scratch"]),
                    ("word vectors, tuned", CELLS["wordvec_tuned"], CELLS["wordvec_scratch"])),
     )

@@ -43,7 +43,7 @@ def get_config(arg=None):
     # speed, memory and faults (tljax.train.faults)
     config.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and optimizer state
     config.grad_accum = 1  # k > 1: k micro-batches of batch_size / k, one update (BatchNorm sees micro-batches)
-    config.remat = False  # True: recompute activations in the backward pass (saves matmul/conv outputs only)
+    config.remat = False  # True: recompute each block's activations in the backward pass (less memory)
     # devices: (("data", -1),) copies the model on each; (("data", 2), ("fsdp", -1)) also splits parameters
     # and optimizer state over "fsdp" (FSDP) for models too big to copy. The batch is split over both.
     config.mesh = (("data", -1),)

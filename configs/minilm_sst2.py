@@ -64,7 +64,7 @@ def get_config():
     # speed, memory and faults (tljax.train.faults)
     config.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and optimizer state
     config.grad_accum = 1  # k > 1: k micro-batches of batch_size / k, one update (BatchNorm sees micro-batches)
-    config.remat = False  # True: recompute activations in the backward pass (saves matmul/conv outputs only)
+    config.remat = False  # True: recompute each block's activations in the backward pass (less memory)
     config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
     config.min_free_mb = 200  # refuse to start with less free disk in the workdir
     return config

@@ -26,10 +26,10 @@ def batch():
     return data.pipeline.train_dataset(split, 32, 0)[0]
 
 
-def one_step(config, model, batch, **options):
+def one_step(config, model, batch, strategy="full_ft", **options):
     """Params and metrics after one SGD step of the loop's own train step."""
     config.optimizer, config.warmup_steps, config.lr = "sgd", 0, 0.1
-    state, tx, mask, _ = loop.prepare(config, strategies.get("full_ft"), loop.init_variables(model, batch, 0), 4)
+    state, tx, mask, _ = loop.prepare(config, strategies.get(strategy), loop.init_variables(model, batch, 0), 4)
     mesh = S.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), **options)
     compiled, _, _ = S.compile_train_step(step_fn, state, S.shard_batch(batch, mesh), mesh)
@@ -42,7 +42,7 @@ def test_grad_accum_equals_the_whole_batch_and_remat_is_the_same(runlocal_config
     model = models.create("vit_b16", 5, **TINY_VIT)
     before, whole, m1, _ = one_step(runlocal_config, model, batch)
     _, accum, m4, compiled = one_step(runlocal_config, model, batch, grad_accum=4)
-    _, remat, mr, _ = one_step(runlocal_config, model, batch, remat=True)
+    _, remat, mr, _ = one_step(runlocal_config, models.create("vit_b16", 5, remat=True, **TINY_VIT), batch)
     assert "while" in compiled.as_text()  # the micro-batches run in a scan, not unrolled
     update = max(np.abs(whole[k] - before[k]).max() for k in whole)
     assert update > 1e-3  # the step moved the parameters
@@ -53,6 +53,20 @@ def test_grad_accum_equals_the_whole_batch_and_remat_is_the_same(runlocal_config
         np.testing.assert_allclose(m4[key], m1[key], rtol=1e-6)
         np.testing.assert_allclose(mr[key], m1[key], rtol=1e-6)
     np.testing.assert_allclose(m4["grad_norm"], m1["grad_norm"], rtol=1e-5)
+
+
+def test_remat_resnet_with_frozen_batchnorm_is_the_same(runlocal_config, batch):
+    """Recomputed blocks keep frozen BatchNorms in inference mode and give the same update."""
+    widths = dict(widths=(8, 16, 32))
+    plain = one_step(runlocal_config, models.create("resnet_digits", 5, **widths), batch, "freeze_first_k:1")
+    remat = one_step(runlocal_config, models.create("resnet_digits", 5, remat=True, **widths), batch, "freeze_first_k:1")
+    assert S.flops_of(remat[3]) > S.flops_of(plain[3])  # the blocks' forward pass runs again
+    for k in plain[1]:
+        np.testing.assert_allclose(remat[1][k], plain[1][k], rtol=0, atol=2e-6, err_msg=k)
+        if k.startswith("backbone/layer1"):  # frozen: bit-identical
+            assert np.array_equal(remat[1][k], remat[0][k]), k
+    with pytest.raises(ValueError, match="no blocks to recompute"):
+        models.create("vgg16", 5, remat=True)
 
 
 def test_grad_accum_must_split_evenly():

@@ -5,6 +5,7 @@ Models are pure linen modules; nothing here knows about optimizers, data or chec
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, Callable, Dict, Optional
 
@@ -43,15 +44,25 @@ def register(name: str):
     return add
 
 
-def create(arch: str, num_classes: Optional[int] = None, head_zero_init: bool = False, **overrides) -> nn.Module:
-    """Builds ``arch`` with a ``num_classes``-way head, or pooled features when None."""
+def create(arch: str, num_classes: Optional[int] = None, head_zero_init: bool = False, remat: bool = False,
+           **overrides) -> nn.Module:
+    """Builds ``arch`` with a ``num_classes``-way head, or pooled features when None.
+
+    ``remat`` recomputes each residual / transformer block in the backward pass instead of
+    keeping its activations (``nn.remat``): less memory for one more forward pass."""
     if arch not in BACKBONES:
         near = difflib.get_close_matches(arch, BACKBONES, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(BACKBONES)}.{hint}")
     if num_classes is not None:
         overrides = {**HEAD_DEFAULTS.get(arch, {}), **overrides}
-    return Classifier(BACKBONES[arch](**overrides), num_classes=num_classes, head_zero_init=head_zero_init)
+    backbone = BACKBONES[arch](**overrides)
+    if remat:
+        if "remat" not in {f.name for f in dataclasses.fields(backbone)}:
+            raise ValueError(f"arch {arch!r} has no blocks to recompute (remat works for ResNet, ViT and BERT); "
+                             f"set config.remat=False")
+        backbone = backbone.clone(remat=True)
+    return Classifier(backbone, num_classes=num_classes, head_zero_init=head_zero_init)
 
 
 def example_input(model: nn.Module, batch: int = 1):

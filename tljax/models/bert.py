@@ -81,6 +81,7 @@ class Bert(nn.Module):
     initializer_range: float = 0.02
     pooling: Optional[str] = None
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each layer's activations in the backward pass (less memory)
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
@@ -105,8 +106,9 @@ class Bert(nn.Module):
              + embed(self.type_vocab_size, "token_type_embeddings")(token_type_ids))
         x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="embeddings_norm")(x)
         x = nn.Dropout(self.hidden_dropout)(x, deterministic=not train)
+        layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
         for i in range(self.num_layers):
-            x = BertLayer(self.num_heads, self.intermediate_size, self.layer_norm_eps, self.hidden_act,
+            x = layer_cls(self.num_heads, self.intermediate_size, self.layer_norm_eps, self.hidden_act,
                           self.hidden_dropout, self.attention_dropout, self.initializer_range, self.dtype,
                           name=f"layer{i}")(x, attention_mask, train)
         return pool(self, x.astype(jnp.float32), attention_mask)

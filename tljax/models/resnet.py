@@ -99,12 +99,14 @@ class Stage(nn.Module):
     strides: int
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
+        block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat else self.block_cls
         for i in range(self.num_blocks):
-            x = self.block_cls(self.features, self.strides if i == 0 else 1,
-                               self.zero_init_residual, self.dtype, name=f"block{i}")(x, train)
+            x = block_cls(self.features, self.strides if i == 0 else 1,
+                          self.zero_init_residual, self.dtype, name=f"block{i}")(x, train)
         return x
 
 
@@ -117,6 +119,7 @@ class ResNet(nn.Module):
     stem: str = "imagenet"  # "imagenet": 7×7/2 conv + 3×3/2 max-pool; "small": 3×3/1 conv
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each block's activations in the backward pass (less memory)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -133,7 +136,7 @@ class ResNet(nn.Module):
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
             x = Stage(self.block_cls, size, width, 1 if i == 0 else 2, self.zero_init_residual,
-                      self.dtype, name=f"layer{i + 1}")(x, train)
+                      self.dtype, self.remat, name=f"layer{i + 1}")(x, train)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

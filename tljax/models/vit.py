@@ -45,6 +45,7 @@ class ViT(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each block's activations in the backward pass (less memory)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -60,9 +61,10 @@ class ViT(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_size)).astype(x.dtype), x], axis=1)
         x = x + self.param("pos_embed", nn.initializers.normal(0.02), (1, grid * grid + 1, self.hidden_size))
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i in range(self.num_layers):
-            x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
-                             self.dtype, name=f"layer{i}")(x, train)
+            x = block_cls(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
+                          self.dtype, name=f"layer{i}")(x, train)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         return x[:, 0].astype(jnp.float32)
 

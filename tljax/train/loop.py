@@ -26,9 +26,10 @@ from tljax.train import step as S
 
 
 def model_overrides(config) -> Dict[str, Any]:
-    """``config.model`` plus the compute ``config.dtype`` (parameters stay float32)."""
+    """``config.model`` plus the compute ``config.dtype`` (parameters stay float32) and ``config.remat``."""
     dtype = config.get("dtype", "float32")
-    return {**config.get("model", {}), **({"dtype": jnp.dtype(dtype)} if dtype != "float32" else {})}
+    return {**config.get("model", {}), **({"dtype": jnp.dtype(dtype)} if dtype != "float32" else {}),
+            **({"remat": True} if config.get("remat", False) else {})}
 
 
 def build_model(config, num_classes):
@@ -112,8 +113,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     guard = faults.NanGuard(config.get("nan_policy", "stop"), split_train, config.batch_size, config.seed, mngr)
     S.check_grad_accum(config.batch_size, config.get("grad_accum", 1), mesh)
     step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn,
-                                loss_fn=loss_fn, grad_accum=config.get("grad_accum", 1),
-                                remat=config.get("remat", False), skip_nonfinite=guard.skip)
+                                loss_fn=loss_fn, grad_accum=config.get("grad_accum", 1), skip_nonfinite=guard.skip)
     compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh, shardings)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 

@@ -91,8 +91,7 @@ def classification_loss(outputs, batch, step):
 
 
 def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0,
-               preprocess=None, param_fn=None, grad_accum: int = 1, remat: bool = False,
-               skip_nonfinite: bool = False, loss_fn=None):
+               preprocess=None, param_fn=None, grad_accum: int = 1, skip_nonfinite: bool = False, loss_fn=None):
     """One optimisation step on the trainable subtree; returns ``(state, metrics)``.
 
     ``preprocess(batch, rng)`` (e.g. on-device augmentation) runs first, seeded from the step.
@@ -101,8 +100,6 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     averages their gradients under ``lax.scan``: one update equal to the whole batch's, at
     1/k of the activation memory. BatchNorms in training mode see micro-batch statistics and
     update their running averages once per micro-batch (as accumulation in PyTorch does).
-    ``remat`` recomputes the forward pass in the backward one, saving only matmul/convolution
-    outputs (``jax.checkpoint`` with the ``dots_saveable`` policy).
     ``skip_nonfinite`` keeps the old state (params, optimizer, BatchNorm statistics) when the
     loss or the gradient norm is not finite; the step counter still advances with the data.
     ``loss_fn(outputs, batch, step) -> (loss, metrics)`` turns the model's outputs (logits, or a
@@ -125,8 +122,6 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
         loss, metrics = objective(outputs, batch, state.step)
         return loss, (metrics, new_vars.get("batch_stats", {}) or batch_stats)
 
-    if remat:
-        compute_loss = jax.checkpoint(compute_loss, policy=jax.checkpoint_policies.dots_saveable)
     grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
     if grad_accum == 1:
         (loss, (metrics, batch_stats)), grads = grad_fn(trainable, state.batch_stats, batch, rng)
@@ -279,14 +274,15 @@ def abstract(tree, sharding):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
 
 
-def compile_train_step(step_fn, state, batch, mesh: Mesh, shardings=None):
+def compile_train_step(step_fn, state, batch, mesh: Mesh, shardings=None, donate: bool = True):
     """AOT-compiles ``step_fn`` for these shapes. Returns ``(compiled, seconds, flops)``.
 
-    State is donated and placed by ``shardings`` (default: replicated); the batch is split on the mesh.
+    State is placed by ``shardings`` (default: replicated) and donated: the new state reuses
+    the old one's buffers. The batch is split on the mesh.
     """
     shardings = shardings if shardings is not None else replicated(mesh)
-    jitted = jax.jit(step_fn, in_shardings=(shardings, data_sharding(mesh)), out_shardings=(shardings, replicated(mesh)),
-                     donate_argnums=(0,))
+    jitted = jax.jit(step_fn, in_shardings=(shardings, data_sharding(mesh)),
+                     out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,) if donate else ())
     start = time.perf_counter()
     abstract_state = (abstract(state, shardings) if isinstance(shardings, jax.sharding.Sharding)
                       else jax.tree.map(lambda x, s: abstract(x, s), state, shardings))
@@ -303,7 +299,7 @@ def flops_of(compiled) -> float:
 
 
 def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None, param_fn=None, grad_accum: int = 1,
-                    remat: bool = False, skip_nonfinite: bool = False, loss_fn=None):
+                    skip_nonfinite: bool = False, loss_fn=None):
     return functools.partial(train_step, model=model, tx=tx, mask=mask, frozen_bn=frozen_bn, seed=seed,
-                             preprocess=preprocess, param_fn=param_fn, grad_accum=grad_accum, remat=remat,
+                             preprocess=preprocess, param_fn=param_fn, grad_accum=grad_accum,
                              skip_nonfinite=skip_nonfinite, loss_fn=loss_fn)
