@@ -14,7 +14,6 @@ compiled step (temporary buffers; argument bytes reused for outputs by donation)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,8 +24,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from tljax import models, strategies
-from tljax.train import loop
+from tljax import strategies
+from tljax.train import loop, report
 from tljax.train import step as S
 
 MIB = 2 ** 20
@@ -132,12 +131,7 @@ def main(argv=None):
             "step": f"{arch} full FT, AdamW, batch {batch_size}, {size}²",
             "timing": f"{args.warmup} warm-up rep(s), then {reps} interleaved reps, medians; 1-min load average "
                       f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench_options.json"), "w") as f:
-        json.dump({"rows": rows, **meta}, f, indent=1)
-    with open(os.path.join(args.out, "bench_options.md"), "w") as f:
-        f.write(markdown(rows, meta))
-    print(markdown(rows, meta))
+    report.write_benchmark(args.out, "bench_options", {"rows": rows, **meta}, markdown(rows, meta))
     return 0
 
 

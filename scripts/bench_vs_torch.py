@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tljax import models, strategies
-from tljax.train import loop
+from tljax.train import loop, report
 from tljax.train import step as S
 
 MIB = 1024.0
@@ -282,12 +282,7 @@ def main(argv=None):
                         f"({torch.get_num_threads()} threads)",
             "timing": f"{args.warmup} warm-up steps per side, then {reps} interleaved A/B pairs; 1-min load average "
                       f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench_vs_torch.json"), "w") as f:
-        json.dump({"rows": rows, **meta}, f, indent=1)
-    with open(os.path.join(args.out, "bench_vs_torch.md"), "w") as f:
-        f.write(markdown(rows, meta))
-    print(markdown(rows, meta))
+    report.write_benchmark(args.out, "bench_vs_torch", {"rows": rows, **meta}, markdown(rows, meta))
     return 0
 
 

@@ -36,6 +36,16 @@ def memory_usage() -> Dict[str, Any]:
             "device_peak_bytes": stats.get("peak_bytes_in_use")}
 
 
+def write_benchmark(out_dir: str, name: str, payload: Dict[str, Any], markdown: str) -> None:
+    """A benchmark's ``DIR/name.json`` (the numbers) and ``DIR/name.md`` (the table), also printed."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(payload, f, indent=1)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+
+
 def table(summaries: Dict[str, Dict[str, Any]]) -> str:
     rows = ["| strategy | accuracy | f1_macro | trainable params | opt state floats | train s | step ms |",
             "|---|---|---|---|---|---|---|"]
