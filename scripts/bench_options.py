@@ -93,7 +93,8 @@ def measure(arch, overrides, batch, warmup: int, reps: int):
 
 def markdown(rows, meta) -> str:
     lines = [f"# Train-step options, one run ({meta['date']})", "",
-             f"Machine: {meta['machine']}. Versions: {meta['versions']}. Step: {meta['step']}. Timing: {meta['timing']}.",
+             f"Machine: {meta['machine']}. Versions: {meta['versions']}. Step: {meta['step']}. "
+             f"Timing: {meta['timing']}.",
              "", "| option | step ms | ratio to baseline | compile s | XLA GFLOP | XLA temp MiB | arguments MiB | "
                  "donated, reused MiB |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -57,9 +57,8 @@ def test_grad_accum_equals_the_whole_batch_and_remat_is_the_same(runlocal_config
 
 def test_remat_resnet_with_frozen_batchnorm_is_the_same(runlocal_config, batch):
     """Recomputed blocks keep frozen BatchNorms in inference mode and give the same update."""
-    widths = dict(widths=(8, 16, 32))
-    plain = one_step(runlocal_config, models.create("resnet_digits", 5, **widths), batch, "freeze_first_k:1")
-    remat = one_step(runlocal_config, models.create("resnet_digits", 5, remat=True, **widths), batch, "freeze_first_k:1")
+    plain, remat = (one_step(runlocal_config, models.create("resnet_digits", 5, remat=flag, widths=(8, 16, 32)),
+                             batch, "freeze_first_k:1") for flag in (False, True))
     assert S.flops_of(remat[3]) > S.flops_of(plain[3])  # the blocks' forward pass runs again
     for k in plain[1]:
         np.testing.assert_allclose(remat[1][k], plain[1][k], rtol=0, atol=2e-6, err_msg=k)

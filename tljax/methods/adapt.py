@@ -67,10 +67,9 @@ def as_images(split, size: int, channels: int, chunk: int = 4096) -> Dict[str, n
         examples = [split[i] for i in range(n)]
         images = np.stack([e["image"] for e in examples]) if n else np.zeros((0, size, size, channels))
         labels = np.asarray([e["label"] for e in examples], np.int32)
-    out = []
+    out, scale = [], 255.0 if np.asarray(images).dtype == np.uint8 else 1.0
     for start in range(0, n, chunk):
-        x = np.asarray(images[start:start + chunk], np.float32)
-        x = x / 255.0 if np.asarray(images).dtype == np.uint8 else x
+        x = np.asarray(images[start:start + chunk], np.float32) / scale
         x = x[..., None] if x.ndim == 3 else x
         if x.shape[-1] != channels:
             x = (x @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None] if channels == 1 \

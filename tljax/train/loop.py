@@ -114,7 +114,8 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     S.check_grad_accum(config.batch_size, config.get("grad_accum", 1), mesh)
     step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn,
                                 loss_fn=loss_fn, grad_accum=config.get("grad_accum", 1), skip_nonfinite=guard.skip)
-    compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh, shardings)
+    compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh,
+                                                            shardings)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
     step_times = []
