@@ -41,16 +41,20 @@ def one_step(config, model, batch, strategy="full_ft", **options):
 def test_grad_accum_equals_the_whole_batch_and_remat_is_the_same(runlocal_config, batch):
     model = models.create("vit_b16", 5, **TINY_VIT)
     before, whole, m1, _ = one_step(runlocal_config, model, batch)
-    _, accum, m4, compiled = one_step(runlocal_config, model, batch, grad_accum=4)
+    _, accum, m4, compiled = one_step(runlocal_config, model, batch, grad_accum=4, accum_in_loop=True)
+    _, unrolled, mu, compiled_cpu = one_step(runlocal_config, model, batch, grad_accum=4)
     _, remat, mr, _ = one_step(runlocal_config, models.create("vit_b16", 5, remat=True, **TINY_VIT), batch)
-    assert "while" in compiled.as_text()  # the micro-batches run in a scan, not unrolled
+    assert "while" in compiled.as_text()  # the micro-batches run in a scan (the memory-saving form)
+    assert "while" not in compiled_cpu.as_text()  # on CPU by default: unrolled (loops slow convolutions)
     update = max(np.abs(whole[k] - before[k]).max() for k in whole)
     assert update > 1e-3  # the step moved the parameters
     for k in whole:
         np.testing.assert_allclose(accum[k], whole[k], rtol=0, atol=2e-6, err_msg=k)
+        np.testing.assert_allclose(unrolled[k], whole[k], rtol=0, atol=2e-6, err_msg=k)
         np.testing.assert_allclose(remat[k], whole[k], rtol=0, atol=2e-6, err_msg=k)
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(m4[key], m1[key], rtol=1e-6)
+        np.testing.assert_allclose(mu[key], m1[key], rtol=1e-6)
         np.testing.assert_allclose(mr[key], m1[key], rtol=1e-6)
     np.testing.assert_allclose(m4["grad_norm"], m1["grad_norm"], rtol=1e-5)
 
