@@ -45,6 +45,7 @@ def get_config():
     config.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and optimizer state
     config.grad_accum = 1  # k > 1: k micro-batches of batch_size / k, one update (BatchNorm sees micro-batches)
     config.remat = False  # True: recompute each block's activations in the backward pass (less memory)
+    config.mesh = (("data", -1),)  # (("data", 2), ("fsdp", -1)): also split parameters and optimizer state
     config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
     config.min_free_mb = 200  # refuse to start with less free disk in the workdir
     return config
