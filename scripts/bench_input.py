@@ -24,6 +24,7 @@ import optax
 
 from tljax import data, models
 from tljax.data import image_folder, pipeline, text, text_files
+from tljax.train import devices as D
 from tljax.train import step as S
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
@@ -48,7 +49,7 @@ def bench_images(args):
     device = rate(lambda: augment(batch, jax.random.PRNGKey(1)).block_until_ready(), args.batch, 5)
 
     model = models.create("resnet50", 2)
-    mesh = S.make_mesh()
+    mesh = D.make_mesh()
     small = {k: v[:args.step_batch] for k, v in next(it).items()}
     variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))
     tx = optax.sgd(1e-3, momentum=0.9)
@@ -56,14 +57,14 @@ def bench_images(args):
                          tx.init(variables["params"]))
     mask = jax.tree.map(lambda _: True, variables["params"])
     step_fn = S.make_train_step(model, tx, mask, frozenset(), 0, preprocess=train_fn)
-    compiled, compile_s, _ = S.compile_train_step(step_fn, state, S.shard_batch(small, mesh), mesh)
-    state = jax.device_put(state, S.replicated(mesh))
-    state, m = compiled(state, S.shard_batch(small, mesh))
+    compiled, compile_s, _ = D.compile_train_step(step_fn, state, D.shard_batch(small, mesh), mesh)
+    state = jax.device_put(state, D.replicated(mesh))
+    state, m = compiled(state, D.shard_batch(small, mesh))
     jax.block_until_ready(m)
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
-        state, m = compiled(state, S.shard_batch(small, mesh))
+        state, m = compiled(state, D.shard_batch(small, mesh))
         jax.block_until_ready(m)
         times.append(time.perf_counter() - start)
     return {"images_read": len(train), "skipped_examples": info["skipped"], "image_size": 224,

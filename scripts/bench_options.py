@@ -26,6 +26,7 @@ import numpy as np
 
 from tljax import strategies
 from tljax.train import loop, report
+from tljax.train import devices as D
 from tljax.train import step as S
 
 MIB = 2 ** 20
@@ -50,12 +51,12 @@ def compiled_step(config, batch, donate: bool = True):
     """``(run_one_step, compile_seconds, flops, memory)`` for the loop's own step under ``config``."""
     model = loop.build_model(config, 10)
     state, tx, mask, _ = loop.prepare(config, strategies.get("full_ft"), loop.init_variables(model, batch, 0), 1)
-    mesh = S.make_mesh()
-    state = jax.device_put(state, S.replicated(mesh))
-    dev_batch = S.shard_batch(batch, mesh)
+    mesh = D.make_mesh()
+    state = jax.device_put(state, D.replicated(mesh))
+    dev_batch = D.shard_batch(batch, mesh)
     fn = S.make_train_step(model, tx, mask, frozenset(), 0, grad_accum=config.grad_accum,
                            accum_in_loop=config.get("accum_in_loop"))
-    compiled, seconds, flops = S.compile_train_step(fn, state, dev_batch, mesh, donate=donate)
+    compiled, seconds, flops = D.compile_train_step(fn, state, dev_batch, mesh, donate=donate)
     memory = compiled.memory_analysis()
     holder = [state]
 

@@ -29,6 +29,7 @@ import torch
 
 from tljax import models, strategies
 from tljax.train import loop, report
+from tljax.train import devices as D
 from tljax.train import step as S
 
 MIB = 1024.0
@@ -83,11 +84,11 @@ def tljax_step(model, batch, config, strategy: str):
     """The library's step, AOT-compiled: ``(run_one_step, compile_seconds, xla_flops)``."""
     variables = loop.init_variables(model, batch, 0)
     state, tx, mask, param_fn = loop.prepare(config, strategies.get(strategy), variables, 1)
-    mesh = S.make_mesh()
-    state = jax.device_put(state, S.replicated(mesh))
-    dev_batch = S.shard_batch(batch, mesh)
+    mesh = D.make_mesh()
+    state = jax.device_put(state, D.replicated(mesh))
+    dev_batch = D.shard_batch(batch, mesh)
     fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), 0, param_fn=param_fn)
-    compiled, seconds, flops = S.compile_train_step(fn, state, dev_batch, mesh)
+    compiled, seconds, flops = D.compile_train_step(fn, state, dev_batch, mesh)
     holder = [state]
 
     def run():

@@ -13,6 +13,7 @@ import pytest
 from tljax import checkpoint, data, models, strategies
 from tljax import params as P
 from tljax.train import faults, job, loop
+from tljax.train import devices as D
 from tljax.train import step as S
 
 from conftest import run_train
@@ -77,18 +78,18 @@ def test_skipped_step_keeps_the_state_bit_for_bit(runlocal_config):
     runlocal_config.warmup_steps = 0  # a skipped step leaves the schedule's count (and lr) where it was
     state, tx, mask, _ = loop.prepare(runlocal_config, strategies.get("full_ft"),
                                       loop.init_variables(model, good, 0), 4)
-    mesh = S.make_mesh()
+    mesh = D.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, frozenset(), skip_nonfinite=True)
-    compiled, _, _ = S.compile_train_step(step_fn, state, S.shard_batch(good, mesh), mesh)
+    compiled, _, _ = D.compile_train_step(step_fn, state, D.shard_batch(good, mesh), mesh)
     before = jax.device_get(state)
-    state, metrics = compiled(jax.device_put(state, S.replicated(mesh)), S.shard_batch(poisoned, mesh))
+    state, metrics = compiled(jax.device_put(state, D.replicated(mesh)), D.shard_batch(poisoned, mesh))
     assert int(metrics["skipped"]) == 1 and not np.isfinite(float(metrics["loss"]))
     after = jax.device_get(state)
     assert int(after.step) == 1
     for a, b in zip(jax.tree.leaves((before.params, before.batch_stats, before.opt_state)),
                     jax.tree.leaves((after.params, after.batch_stats, after.opt_state))):
         np.testing.assert_array_equal(a, b)
-    state, metrics = compiled(state, S.shard_batch(good, mesh))
+    state, metrics = compiled(state, D.shard_batch(good, mesh))
     assert int(metrics["skipped"]) == 0
     assert not np.array_equal(jax.device_get(state.params)["head"]["kernel"], before.params["head"]["kernel"])
 

@@ -8,6 +8,7 @@ import pytest
 from tljax import data, models, strategies
 from tljax import params as P
 from tljax.train import job, loop
+from tljax.train import devices as D
 from tljax.train import step as S
 
 
@@ -28,9 +29,9 @@ def compiled_step(config, strategy_spec):
     batch = data.pipeline.train_dataset(split, config.batch_size, 0)[0]
     variables = loop.init_variables(model, batch, 0)
     state, tx, mask, param_fn = loop.prepare(config, strategies.get(strategy_spec), variables, 10)
-    mesh = S.make_mesh()
+    mesh = D.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), param_fn=param_fn)
-    _, _, flops = S.compile_train_step(step_fn, state, S.shard_batch(batch, mesh), mesh)
+    _, _, flops = D.compile_train_step(step_fn, state, D.shard_batch(batch, mesh), mesh)
     return state, flops
 
 

@@ -14,14 +14,14 @@ SCRIPT = textwrap.dedent("""
     import sys, jax, numpy as np
     from tljax import data, params as P
     from tljax.config import load_file
-    from tljax.train import loop, step as S
+    from tljax.train import devices as D, loop
     config = load_file("configs/digits_transfer.py:runlocal")
     config.num_steps = 3
     train, test, info = data.load_splits(config.data, config.seed)
     out = loop.fit(config, train, test, info["num_classes"], sys.argv[1], "full_ft")
     assert out["summary"]["num_devices"] == jax.device_count()
     try:
-        S.check_global_batch(30, S.make_mesh())
+        D.check_global_batch(30, D.make_mesh())
         message = "no error"
     except ValueError as e:
         message = str(e)
@@ -100,9 +100,9 @@ def test_fsdp_mesh_splits_parameters_and_matches_data_parallel(tmp_path):
 def test_mesh_config_errors_name_the_fix():
     import jax
 
-    from tljax.train import step as S
+    from tljax.train import devices as D
 
     with pytest.raises(ValueError, match="does not fit the 1 devices"):
-        S.make_mesh((("data", 2),), jax.devices()[:1])
+        D.make_mesh((("data", 2),), jax.devices()[:1])
     with pytest.raises(ValueError, match="distinct axes from"):
-        S.make_mesh((("model", -1),))
+        D.make_mesh((("model", -1),))

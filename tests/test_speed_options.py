@@ -9,6 +9,7 @@ import pytest
 from tljax import data, models, strategies
 from tljax import params as P
 from tljax.train import loop
+from tljax.train import devices as D
 from tljax.train import step as S
 
 # A BatchNorm-free model (LayerNorm, attention, MLP): micro-batches change nothing but summation order.
@@ -30,11 +31,11 @@ def one_step(config, model, batch, strategy="full_ft", **options):
     """Params and metrics after one SGD step of the loop's own train step."""
     config.optimizer, config.warmup_steps, config.lr = "sgd", 0, 0.1
     state, tx, mask, _ = loop.prepare(config, strategies.get(strategy), loop.init_variables(model, batch, 0), 4)
-    mesh = S.make_mesh()
+    mesh = D.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), **options)
-    compiled, _, _ = S.compile_train_step(step_fn, state, S.shard_batch(batch, mesh), mesh)
+    compiled, _, _ = D.compile_train_step(step_fn, state, D.shard_batch(batch, mesh), mesh)
     before = P.flatten(jax.device_get(state.params))
-    state, metrics = compiled(jax.device_put(state, S.replicated(mesh)), S.shard_batch(batch, mesh))
+    state, metrics = compiled(jax.device_put(state, D.replicated(mesh)), D.shard_batch(batch, mesh))
     return before, P.flatten(jax.device_get(state.params)), jax.device_get(metrics), compiled
 
 
@@ -63,7 +64,7 @@ def test_remat_resnet_with_frozen_batchnorm_is_the_same(runlocal_config, batch):
     """Recomputed blocks keep frozen BatchNorms in inference mode and give the same update."""
     plain, remat = (one_step(runlocal_config, models.create("resnet_digits", 5, remat=flag, widths=(8, 16, 32)),
                              batch, "freeze_first_k:1") for flag in (False, True))
-    assert S.flops_of(remat[3]) > S.flops_of(plain[3])  # the blocks' forward pass runs again
+    assert D.flops_of(remat[3]) > D.flops_of(plain[3])  # the blocks' forward pass runs again
     for k in plain[1]:
         np.testing.assert_allclose(remat[1][k], plain[1][k], rtol=0, atol=2e-6, err_msg=k)
         if k.startswith("backbone/layer1"):  # frozen: bit-identical
@@ -74,7 +75,7 @@ def test_remat_resnet_with_frozen_batchnorm_is_the_same(runlocal_config, batch):
 
 def test_grad_accum_must_split_evenly():
     with pytest.raises(ValueError, match="grad_accum=3"):
-        S.check_grad_accum(32, 3, S.make_mesh())
+        D.check_grad_accum(32, 3, D.make_mesh())
 
 
 def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):

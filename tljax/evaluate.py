@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tljax import data
+from tljax.train import devices as D
 from tljax.train import step as S
 
 
@@ -29,9 +30,9 @@ def apply_to_split(fn, variables, split, batch_size: int, mesh, buckets: Sequenc
     batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
     total = -(-data.pipeline.num_examples(split) // batch_size)
     for batch in tqdm(batches, desc=desc, leave=False, total=total, disable=jax.process_index() != 0):
-        truth = S.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
+        truth = D.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
         outputs, truth = jax.experimental.multihost_utils.process_allgather(
-            (fn(variables, S.shard_batch(batch, mesh)), truth), tiled=True)
+            (fn(variables, D.shard_batch(batch, mesh)), truth), tiled=True)
         valid = np.asarray(truth["mask"]).astype(bool)
         out.append(np.asarray(outputs)[valid])
         labels.append(np.asarray(truth["label"])[valid])

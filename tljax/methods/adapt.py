@@ -21,6 +21,7 @@ from tljax import data, models
 from tljax.data.mixing import mix
 from tljax.methods import overlay, write_summary
 from tljax.train import loop
+from tljax.train import devices as D
 from tljax.train import step as S
 
 SHIFTS = ("invert", "rotate", "noise", "invert+noise", "rotate+noise")
@@ -138,7 +139,7 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     summary = out["summary"]
     if summary is None:
         return {}
-    mesh = S.make_mesh(config.get("mesh"))
+    mesh = D.make_mesh(config.get("mesh"))
     source = loop.evaluate_split(model, out["variables"], source_view, config.eval_batch_size, mesh, num_classes)
     summary.update(method=cfg.method, target=cfg.target.source if cfg.get("target") else f"shift:{cfg.shift}",
                    target_accuracy=summary["accuracy"], source_accuracy=source["accuracy"])

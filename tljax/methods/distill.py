@@ -19,6 +19,7 @@ import numpy as np
 from tljax import data
 from tljax.methods import overlay, write_summary
 from tljax.train import loop, report
+from tljax.train import devices as D
 from tljax.train import step as S
 
 
@@ -76,7 +77,7 @@ def run(config, workdir: str) -> Dict[str, Dict]:
         out = loop.fit(teacher_cfg, train, test, info["num_classes"], teacher_dir,
                        teacher_cfg.get("strategy", "scratch"), info=info)
         teacher_model = loop.build_model(teacher_cfg, info["num_classes"])
-        teacher = teacher_fn(teacher_model, S.to_host(out["variables"]))
+        teacher = teacher_fn(teacher_model, D.to_host(out["variables"]))
         if cfg.cache:
             train = cache_teacher_logits(train, teacher, config.eval_batch_size)
         loss_fn = make_loss_fn(cfg.alpha, cfg.temperature, teacher)

@@ -20,6 +20,7 @@ from tljax import data, models
 from tljax.data.mixing import mix
 from tljax.methods import overlay, write_summary
 from tljax.train import loop
+from tljax.train import devices as D
 from tljax.train import step as S
 
 
@@ -74,7 +75,7 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     summary = out["summary"]
     if summary is None:
         return {}
-    mesh = S.make_mesh(config.get("mesh"))
+    mesh = D.make_mesh(config.get("mesh"))
     per_task = {}
     for name, _, test, k in tasks:
         metrics = loop.evaluate_split(model.clone(task=name), out["variables"], test, config.eval_batch_size,

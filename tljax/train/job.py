@@ -20,7 +20,7 @@ import numpy as np
 from tljax import checkpoint, data, evaluate, methods, models, strategies, wordvec
 from tljax import params as P
 from tljax.train import faults, report
-from tljax.train import step as S
+from tljax.train import devices as D
 from tljax.train.loop import build_model, fit, init_variables, model_overrides
 
 
@@ -73,7 +73,7 @@ def source_weights(config, source_dir: str):
             checkpoint.check_meta({"param_shapes": shapes(weights["params"])},
                                   {"param_shapes": shapes(expected)}, os.path.join(source_dir, "ckpt"))
             return weights
-    return S.to_host(fit(src, train, test, info["num_classes"], source_dir, "scratch", info=info)["variables"])
+    return D.to_host(fit(src, train, test, info["num_classes"], source_dir, "scratch", info=info)["variables"])
 
 
 def source_config(config) -> ml_collections.ConfigDict:
@@ -113,7 +113,7 @@ def fit_strategy(config, train, test, info, workdir: str, spec: str, pretrained,
 def fit_cached_probe(config, train, test, info, workdir: str, pretrained, model=None):
     """Linear probe on features computed once: the head trains on them, plus a ridge read-out
     and optional k-fold CV (``config.cv_folds``) on the same features."""
-    num_classes, mesh = info["num_classes"], S.make_mesh(config.get("mesh"))
+    num_classes, mesh = info["num_classes"], D.make_mesh(config.get("mesh"))
     model = model if model is not None else build_model(config, num_classes)
     backbone = {"params": {"backbone": pretrained["params"]["backbone"]},
                 "batch_stats": pretrained.get("batch_stats") or {}}

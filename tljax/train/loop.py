@@ -22,6 +22,7 @@ from tljax import checkpoint, data, evaluate, lora, models, optim, strategies
 from tljax import params as P
 from tljax.metrics import classification_metrics
 from tljax.train import faults, report
+from tljax.train import devices as D
 from tljax.train import step as S
 
 
@@ -86,8 +87,8 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     info = info or {}
     buckets = info.get("buckets", ())
     strategy = strategies.get(strategy_spec)
-    mesh = S.make_mesh(config.get("mesh"))
-    S.check_global_batch(config.batch_size, mesh)
+    mesh = D.make_mesh(config.get("mesh"))
+    D.check_global_batch(config.batch_size, mesh)
     model = model if model is not None else build_model(config, num_classes)
     train_pre, eval_pre = data.augment.make_preprocess(config.get("augment"))
     example = data.pipeline.train_dataset(split_train, config.batch_size, config.seed, jax.process_index(),
@@ -95,7 +96,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     variables = initial_state(config, model, eval_pre(example) if eval_pre else example, pretrained, strategy)
     epoch_steps = optim.steps_per_epoch(data.pipeline.num_examples(split_train), config.batch_size)
     state, tx, mask, param_fn = prepare(config, strategy, variables, epoch_steps)
-    shardings = S.state_sharding(state, mesh)  # replicated, or split over config.mesh's fsdp axis
+    shardings = D.state_sharding(state, mesh)  # replicated, or split over config.mesh's fsdp axis
     state = jax.device_put(state, shardings)
 
     meta = {"arch": config.arch, "strategy": strategy.name, "num_classes": num_classes}
@@ -107,14 +108,14 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     batches = train_batches(config, split_train, buckets,
                             data_state or ({"next_index": start_step} if start_step else None))
     log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step)
-    frozen_before = S.to_host(S.split_trainable(state.params, mask)[1])
+    frozen_before = D.to_host(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.get("frozen_bn_train", False) else S.frozen_batchnorms(state.batch_stats, mask)
     guard = faults.NanGuard(config.get("nan_policy", "stop"), split_train, config.batch_size, config.seed, mngr)
-    S.check_grad_accum(config.batch_size, config.get("grad_accum", 1), mesh)
+    D.check_grad_accum(config.batch_size, config.get("grad_accum", 1), mesh)
     step_fn = S.make_train_step(model, tx, mask, bn_frozen, config.seed, preprocess=train_pre, param_fn=param_fn,
                                 loss_fn=loss_fn, grad_accum=config.get("grad_accum", 1), skip_nonfinite=guard.skip)
-    compiled, compile_seconds, flops = S.compile_train_step(step_fn, state, S.shard_batch(example, mesh), mesh,
+    compiled, compile_seconds, flops = D.compile_train_step(step_fn, state, D.shard_batch(example, mesh), mesh,
                                                             shardings)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
@@ -124,11 +125,11 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     for step in bar:
         batch = next(batches)
         if shape_key(batch) not in compiled_steps:
-            compiled_steps[shape_key(batch)], seconds, _ = S.compile_train_step(
-                step_fn, state, S.shard_batch(batch, mesh), mesh, shardings)
+            compiled_steps[shape_key(batch)], seconds, _ = D.compile_train_step(
+                step_fn, state, D.shard_batch(batch, mesh), mesh, shardings)
             compile_seconds += seconds
         start = time.perf_counter()
-        state, metrics = compiled_steps[shape_key(batch)](state, S.shard_batch(batch, mesh))
+        state, metrics = compiled_steps[shape_key(batch)](state, D.shard_batch(batch, mesh))
         metrics = jax.device_get(metrics)
         step_times.append(time.perf_counter() - start)
         guard.check(metrics, step)  # nan_policy: stop (raises, saves nothing) or count the skipped update
@@ -147,7 +148,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
               f"rerun the same command to resume from {workdir}/ckpt")
         return {"summary": None, "variables": None}
 
-    check_frozen_unchanged(frozen_before, S.to_host(S.split_trainable(state.params, mask)[1]))
+    check_frozen_unchanged(frozen_before, D.to_host(S.split_trainable(state.params, mask)[1]))
     variables = {"params": param_fn(state.params) if param_fn else state.params, "batch_stats": state.batch_stats}
     results = evaluate_split(eval_model or model, variables, split_test, config.eval_batch_size, mesh, num_classes,
                              eval_pre, buckets)
@@ -156,7 +157,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "trainable_params": P.count(S.split_trainable(state.params, mask)[0]),
         "total_params": P.count(state.params),
         "opt_state_floats": opt_state_floats(state.opt_state),
-        "state_mb_per_device": S.bytes_on_device(state) / 2 ** 20,  # params + optimizer + BN statistics
+        "state_mb_per_device": D.bytes_on_device(state) / 2 ** 20,  # params + optimizer + BN statistics
         "train_seconds": float(sum(step_times)),
         "compile_seconds": compile_seconds,
         "step_ms_median": float(np.median(step_times) * 1e3) if step_times else None,

@@ -1,0 +1,132 @@
+"""Where arrays live: the device mesh of ``config.mesh``, shardings of batches and state
+(replicated or FSDP-split), host copies, and the ahead-of-time jit of a step over the mesh.
+
+Nothing here knows what the step computes; ``tljax.train.step`` knows nothing about devices.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+MESH_AXES = ("data", "fsdp")
+FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay whole on every device
+
+
+def make_mesh(axes=None, devices=None) -> Mesh:
+    """The device mesh of ``config.mesh`` (all devices of all processes).
+
+    ``(("data", -1),)`` (the default) is pure data parallelism; ``(("data", 2), ("fsdp", -1))``
+    also splits parameters and optimizer state over ``fsdp`` (FSDP / ZeRO-3) for models too big
+    to copy on every device. ``-1`` takes the devices left. The batch is split over every axis.
+    """
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    axes = tuple(tuple(a) for a in (axes or (("data", -1),)))
+    names, sizes = [a[0] for a in axes], [int(a[1]) for a in axes]
+    if any(n not in MESH_AXES for n in names) or len(set(names)) != len(names) or sizes.count(-1) > 1:
+        raise ValueError(f"config.mesh={axes!r}: give distinct axes from {MESH_AXES} as (name, size) pairs, "
+                         f"at most one size -1, e.g. (('data', 2), ('fsdp', -1))")
+    fixed = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes and fixed and devices.size % fixed == 0:
+        sizes[sizes.index(-1)] = devices.size // fixed
+    if int(np.prod(sizes)) != devices.size or min(sizes) < 1:
+        raise ValueError(f"config.mesh={axes!r} does not fit the {devices.size} devices: the sizes must multiply "
+                         f"to {devices.size} (use -1 for one axis to take the rest)")
+    return Mesh(devices.reshape(sizes), names)
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Batch rows split over every mesh axis (FSDP is data parallel too)."""
+    return NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def fsdp_spec(shape, fsdp_size: int) -> PartitionSpec:
+    """Splits an array's largest dimension that ``fsdp_size`` divides (big_vision's FSDP rule);
+    small arrays, and those with no such dimension, stay whole."""
+    if fsdp_size > 1 and int(np.prod(shape)) >= FSDP_MIN_ELEMENTS:
+        for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+            if shape[dim] % fsdp_size == 0:
+                return PartitionSpec(*[("fsdp" if d == dim else None) for d in range(len(shape))])
+    return PartitionSpec()
+
+
+def state_sharding(tree, mesh: Mesh):
+    """Per-leaf shardings of a state pytree: replicated, or split over ``fsdp`` where the mesh has one.
+
+    The rule depends on shape only, so AdamW's moments are split like their parameters.
+    """
+    fsdp = dict(mesh.shape).get("fsdp", 1)
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), fsdp)), tree)
+
+
+def bytes_on_device(tree, device=None) -> int:
+    """Bytes of a pytree's arrays held by one device (the first local one): what FSDP shrinks."""
+    device = device or jax.local_devices()[0]
+    return int(sum(shard.data.nbytes for x in jax.tree.leaves(tree) for shard in x.addressable_shards
+                   if shard.device == device))
+
+
+def to_host(tree):
+    """Numpy copy of a (possibly FSDP-split, multi-process) pytree."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if global_batch_size % n:
+        raise ValueError(f"batch_size {global_batch_size} does not divide the {n} devices of the mesh; "
+                         f"use a multiple of {n}, e.g. --config.batch_size={max(n, global_batch_size // n * n)}")
+
+
+def check_grad_accum(global_batch_size: int, grad_accum: int, mesh: Mesh) -> None:
+    """Micro-batches must be equal and split evenly over the devices (so no data moves)."""
+    n = grad_accum * mesh.devices.size
+    if grad_accum < 1 or global_batch_size % n:
+        raise ValueError(f"config.grad_accum={grad_accum} must be >= 1 and grad_accum × devices ({n}) must divide "
+                         f"batch_size {global_batch_size}: each micro-batch has batch_size / grad_accum examples")
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Host-local numpy batch -> global arrays sharded over ``data``."""
+    sharding = data_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def abstract(tree, sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding), tree)
+
+
+def compile_train_step(step_fn, state, batch, mesh: Mesh, shardings=None, donate: bool = True):
+    """AOT-compiles ``step_fn`` for these shapes. Returns ``(compiled, seconds, flops)``.
+
+    State is placed by ``shardings`` (default: replicated) and donated: the new state reuses
+    the old one's buffers. The batch is split on the mesh.
+    """
+    shardings = shardings if shardings is not None else replicated(mesh)
+    jitted = jax.jit(step_fn, in_shardings=(shardings, data_sharding(mesh)),
+                     out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,) if donate else ())
+    start = time.perf_counter()
+    abstract_state = (abstract(state, shardings) if isinstance(shardings, jax.sharding.Sharding)
+                      else jax.tree.map(lambda x, s: abstract(x, s), state, shardings))
+    compiled = jitted.lower(abstract_state, abstract(batch, data_sharding(mesh))).compile()
+    return compiled, time.perf_counter() - start, flops_of(compiled)
+
+
+def flops_of(compiled) -> float:
+    """XLA's own FLOP count for a compiled computation (0 when the backend gives none)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
