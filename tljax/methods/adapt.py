@@ -105,12 +105,10 @@ def make_loss_fn(total_steps: int, gamma: float, lambda_max: float, domain_weigh
     def loss_fn(outputs, batch, step):
         lam = lambda_max * ganin_lambda(step / max(total_steps, 1), gamma)
         source = (batch["domain"] == 0).astype(jnp.float32)
-        labels = jnp.where(source > 0, batch["label"], 0)
-        ce = S.cross_entropy(outputs["logits"], labels, source)
+        ce, hits = S.masked_classification(outputs["logits"], batch["label"], source)
         reversed_ce = S.cross_entropy(outputs["domain_logits"], batch["domain"])
         detached_ce = S.cross_entropy(outputs["domain_logits_detached"], batch["domain"])
         loss = ce + domain_weight * (lam * reversed_ce + (1.0 - lam) * detached_ce)
-        hits = (jnp.argmax(outputs["logits"], -1) == labels) * source
         return loss, {"loss": loss, "class_loss": ce, "domain_loss": reversed_ce, "lambda": lam,
                       "accuracy": hits.sum() / jnp.maximum(source.sum(), 1.0),
                       "domain_accuracy": jnp.mean(jnp.argmax(outputs["domain_logits"], -1) == batch["domain"])}

@@ -48,9 +48,7 @@ def make_loss_fn(names: List[str], weights: Sequence[float]):
         loss, metrics, correct = 0.0, {}, 0.0
         for i, (name, w) in enumerate(zip(names, weights)):
             mine = (batch["task"] == i).astype(jnp.float32)
-            labels = jnp.where(mine > 0, batch["label"], 0)
-            ce = S.cross_entropy(outputs[name], labels, mine)
-            hits = (jnp.argmax(outputs[name], -1) == labels) * mine
+            ce, hits = S.masked_classification(outputs[name], batch["label"], mine)
             loss = loss + w * ce
             correct = correct + hits.sum()
             metrics.update({f"{name}/loss": ce, f"{name}/accuracy": hits.sum() / jnp.maximum(mine.sum(), 1.0)})

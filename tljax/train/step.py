@@ -81,6 +81,14 @@ def cross_entropy(logits, labels, weights=None):
     return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
+def masked_classification(logits, labels, weights):
+    """``(cross-entropy, hits)`` over the examples whose weight is > 0 (e.g. one task's, or the
+    labelled domain's, rows of a mixed batch); the others' labels are never read."""
+    labels = jnp.where(weights > 0, labels, 0)
+    hits = (jnp.argmax(logits, -1) == labels) * weights
+    return cross_entropy(logits, labels, weights), hits
+
+
 def classification_loss(outputs, batch, step):
     """The default ``loss_fn``: cross-entropy on ``label``, and the batch accuracy."""
     loss = cross_entropy(outputs, batch["label"])
