@@ -92,3 +92,31 @@ def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):
     d32 = np.concatenate([(fp32_after[k] - before[k]).ravel() for k in before])
     d16 = np.concatenate([(bf16_after[k] - before[k]).ravel() for k in before])
     assert np.dot(d32, d16) / (np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.99
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_dot_gradients_equal_autodiff_of_the_plain_product(dtype):
+    from tljax.models.dots import dense_dot
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 6)), dtype)
+    kernel = jnp.asarray(rng.standard_normal((6, 7)), dtype)
+    cotangent = jnp.asarray(rng.standard_normal((2, 5, 5, 7)), dtype)
+    loss = lambda f: lambda x, k: (f(x, k).astype(jnp.float32) * cotangent).sum()  # noqa: E731
+    plain = jax.grad(loss(lambda x, k: jnp.einsum("nhwc,cd->nhwd", x, k)), argnums=(0, 1))(x, kernel)
+    ours = jax.grad(loss(dense_dot), argnums=(0, 1))(x, kernel)
+    tol = 1e-5 if dtype == jnp.float32 else 5e-2
+    for want, got in zip(plain, ours):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
+
+
+def test_cpu_compiler_options_are_applied_and_unknown_ones_are_dropped(monkeypatch):
+    mesh = D.make_mesh()
+    lowered = jax.jit(lambda x: jnp.sin(x) * 2).lower(jnp.ones(3))
+    monkeypatch.setattr(D, "CPU_COMPILER_OPTIONS", {"xla_cpu_enable_fast_math": "true"})
+    assert D.compile_for(lowered, mesh)(jnp.ones(3)).shape == (3,)
+    monkeypatch.setattr(D, "CPU_COMPILER_OPTIONS", {"xla_cpu_enable_fast_math": "not-a-bool"})
+    with pytest.raises(jax.errors.JaxRuntimeError, match="option"):
+        lowered.compile(compiler_options=D.CPU_COMPILER_OPTIONS)
+    assert D.compile_for(lowered, mesh)(jnp.ones(3)).shape == (3,)  # a jaxlib without the option still compiles

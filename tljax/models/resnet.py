@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models.dots import dense_dot
+
 # torchvision initialises convolutions with kaiming_normal(mode="fan_out").
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -33,7 +35,7 @@ class Conv1x1(nn.Module):
         kernel = self.param("kernel", conv_init, (1, 1, x.shape[-1], self.features))
         if self.strides > 1:
             x = x[:, :: self.strides, :: self.strides, :]
-        return jnp.einsum("nhwc,cd->nhwd", x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+        return dense_dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
 
 
 def conv3x3(features, strides=1, name=None, dtype=jnp.float32):
