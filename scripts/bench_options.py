@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from tljax import strategies
-from tljax.train import loop, report
+from tljax.train import host_memory, loop, report
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -123,6 +123,7 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=1)
     args = p.parse_args(argv)
+    malloc_kept = host_memory.configure("keep")  # as python -m tljax.train does
     overrides = {"widths": (8, 16, 32)} if args.quick else {}
     arch = "resnet_digits" if args.quick else args.arch
     batch_size, size = (8, 16) if args.quick else (args.batch, args.image_size)
@@ -138,7 +139,8 @@ def main(argv=None):
             "versions": f"python {platform.python_version()}, jax {jax.__version__}",
             "step": f"{arch} full FT, AdamW, batch {batch_size}, {size}²",
             "timing": f"{args.warmup} warm-up rep(s), then {reps} interleaved reps, medians; 1-min load average "
-                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick}
+                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end; host_malloc=keep "
+                      f"{'applied' if malloc_kept else 'not available'}", "quick": args.quick}
     report.write_benchmark(args.out, "bench_options", {"rows": rows, **meta}, markdown(rows, meta))
     return 0
 

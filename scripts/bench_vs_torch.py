@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tljax import models, strategies
-from tljax.train import loop, report
+from tljax.train import host_memory, loop, report
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -228,7 +228,7 @@ def recompile_count(steps: int = 6) -> dict:
 
 def markdown(rows, meta) -> str:
     lines = [f"# tljax vs PyTorch, one run ({meta['date']})", "", f"Machine: {meta['machine']}; peak: {meta['peak_how']}.",
-             f"Versions: {meta['versions']}. Timing: {meta['timing']}.", "",
+             f"Versions: {meta['versions']}. Timing: {meta['timing']}.", f"Memory: {meta['malloc']}.", "",
              "| step | tljax ms | PyTorch ms | ratio tljax/PyTorch (median of pairs) [min–max] | tljax compile s "
              "| XLA GFLOP | MFU tljax / PyTorch | peak RSS MiB tljax / PyTorch |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -246,6 +246,9 @@ def markdown(rows, meta) -> str:
     lines.append("\nPeak RSS is the whole process (both frameworks' models resident) during that side's steps. The JSON's "
                  "`*_step_rss_mib` is the rise above the RSS before the step; allocators that keep freed memory "
                  "mapped (PyTorch's CPU allocator via glibc) show ≈ 0 there, so it does not compare the two.")
+    if meta.get("malloc_kept"):
+        lines.append("With host_malloc=keep freed memory stays in the process, so both peak RSS columns show the "
+                     "process's peak so far, not one framework's.")
     return "\n".join(lines) + "\n"
 
 
@@ -259,7 +262,10 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--ghz", type=float, default=None, help="clock for the peak, when /proc/cpuinfo's is not nominal")
+    p.add_argument("--malloc", choices=host_memory.MODES, default="keep",
+                   help="glibc malloc for the whole process, so for both frameworks (tljax.train.host_memory)")
     args = p.parse_args(argv)
+    malloc_changed = host_memory.configure(args.malloc)  # before either framework's threads allocate
     reps = args.reps or (2 if args.quick else 10)
     batch = args.batch or (2 if args.quick else 16)
     size, length = args.image_size or (64 if args.quick else 224), args.seq_len or (16 if args.quick else 64)
@@ -282,7 +288,9 @@ def main(argv=None):
             "versions": f"python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__} "
                         f"({torch.get_num_threads()} threads)",
             "timing": f"{args.warmup} warm-up steps per side, then {reps} interleaved A/B pairs; 1-min load average "
-                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick}
+                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick, "malloc_kept": malloc_changed,
+            "malloc": (f"host_malloc={args.malloc}: glibc keeps freed memory (1 arena, no mmap, no trim) for both "
+                       "frameworks" if malloc_changed else f"host_malloc={args.malloc}: glibc malloc as it is")}
     report.write_benchmark(args.out, "bench_vs_torch", {"rows": rows, **meta}, markdown(rows, meta))
     return 0
 

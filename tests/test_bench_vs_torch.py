@@ -24,7 +24,8 @@ def test_markdown_lists_every_row():
              "ratio_max": 1.0, "tljax_compile_s": 12.0, "xla_gflop": 382.9, "tljax_mfu": 0.4, "torch_mfu": 0.36,
              "tljax_peak_rss_mib": 2000, "torch_peak_rss_mib": 1900, "tljax_step_rss_mib": 300, "torch_step_rss_mib": 200}
     rows = [timed, {"name": "recompiles", "tljax_ms": None, "torch_ms": None, "ratio": None, "value": 0}]
-    meta = {"date": "d", "machine": "m", "peak_how": "p", "versions": "v", "timing": "t"}
+    meta = {"date": "d", "machine": "m", "peak_how": "p", "versions": "v", "timing": "t", "malloc": "host_malloc=keep: k"}
     text = bench.markdown(rows, meta)
     assert "| resnet50_full_ft | 900 | 1,000 | **0.91** [0.80–1.00] | 12.0 | 382.9 | 40% / 36% |" in text
     assert "- recompiles: **0**" in text
+    assert "Memory: host_malloc=keep: k." in text

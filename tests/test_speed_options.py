@@ -120,3 +120,34 @@ def test_cpu_compiler_options_are_applied_and_unknown_ones_are_dropped(monkeypat
     with pytest.raises(jax.errors.JaxRuntimeError, match="option"):
         lowered.compile(compiler_options=D.CPU_COMPILER_OPTIONS)
     assert D.compile_for(lowered, mesh)(jnp.ones(3)).shape == (3,)  # a jaxlib without the option still compiles
+
+
+REALLOCATE = """
+import resource, sys
+import numpy as np
+from tljax.train import host_memory
+changed = host_memory.configure(sys.argv[1])
+for i in range(3):  # a 200 MB temporary per 'step', as XLA:CPU allocates them
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(50_000_000, np.float32).sum()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(changed, faults)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="host_malloc tunes glibc's malloc")
+def test_host_malloc_keep_reuses_freed_memory_without_page_faults():
+    import subprocess
+    import sys
+
+    def last_step(mode):
+        out = subprocess.run([sys.executable, "-c", REALLOCATE, mode], capture_output=True, text=True, check=True)
+        changed, faults = out.stdout.split()
+        return changed, int(faults)
+
+    changed, default_faults = last_step("default")
+    assert changed == "False" and default_faults >= 100  # glibc gave the block back: its pages fault in again
+    changed, kept_faults = last_step("keep")
+    assert changed == "True" and kept_faults <= default_faults / 10
+    with pytest.raises(ValueError, match="host_malloc='fast'.*'keep'"):
+        __import__("tljax.train.host_memory", fromlist=["configure"]).configure("fast")

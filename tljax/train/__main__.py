@@ -5,6 +5,7 @@ import sys
 
 from tljax import distributed
 from tljax.config import parse_args
+from tljax.train import host_memory
 from tljax.train.faults import TrainingFault
 from tljax.train.job import run
 
@@ -13,6 +14,7 @@ def main(argv=None):
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
     try:
         config, workdir = parse_args(sys.argv[1:] if argv is None else argv)
+        host_memory.configure(config.get("host_malloc", "keep"))  # before any thread allocates
         distributed.initialize(config)  # before any device is touched; no-op for one process
     except (ValueError, KeyError, FileNotFoundError) as e:
         sys.exit(f"error: {e.args[0] if e.args else e}")
