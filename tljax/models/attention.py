@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from tljax.models.dropout import Dropout
 
 
 class SelfAttention(nn.Module):
@@ -34,6 +35,6 @@ class SelfAttention(nn.Module):
         if mask is not None:
             scores = jnp.where(mask[:, None, None, :].astype(bool), scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=not train)
+        probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(x.shape)
         return dense("out")(out)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models.attention import SelfAttention
+from tljax.models.dropout import Dropout
 
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
@@ -56,7 +57,7 @@ class BertLayer(nn.Module):
     def __call__(self, x, mask, train: bool):
         init = nn.initializers.normal(self.initializer_range)
         norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)  # noqa: E731
-        drop = lambda y: nn.Dropout(self.hidden_dropout)(y, deterministic=not train)  # noqa: E731
+        drop = lambda y: Dropout(self.hidden_dropout)(y, deterministic=not train)  # noqa: E731
         y = SelfAttention(self.num_heads, self.attention_dropout, init, self.dtype, name="attention")(x, mask, train)
         x = norm("attention_norm")(x + drop(y))
         y = nn.Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype, name="intermediate")(x)
@@ -105,7 +106,7 @@ class Bert(nn.Module):
              + embed(self.max_position_embeddings, "position_embeddings")(jnp.arange(length)[None])
              + embed(self.type_vocab_size, "token_type_embeddings")(token_type_ids))
         x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="embeddings_norm")(x)
-        x = nn.Dropout(self.hidden_dropout)(x, deterministic=not train)
+        x = Dropout(self.hidden_dropout)(x, deterministic=not train)
         layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
         for i in range(self.num_layers):
             x = layer_cls(self.num_heads, self.intermediate_size, self.layer_norm_eps, self.hidden_act,

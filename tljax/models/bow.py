@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+from tljax.models.dropout import Dropout
 
 
 class BagOfEmbeddings(nn.Module):
@@ -21,7 +22,7 @@ class BagOfEmbeddings(nn.Module):
         x = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(input_ids)
         mask = (jnp.ones(input_ids.shape, x.dtype) if attention_mask is None else attention_mask.astype(x.dtype))
         x = (x * mask[..., None]).sum(1) / jnp.maximum(mask.sum(1, keepdims=True), 1.0)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = Dropout(self.dropout, deterministic=not train)(x)
         if self.hidden:
             x = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
         return x

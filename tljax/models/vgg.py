@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from tljax.models.dropout import Dropout
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -64,7 +65,7 @@ class VGG(nn.Module):
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
             x = nn.relu(nn.Dense(self.fc_width, kernel_init=dense_init, dtype=self.dtype, name=name)(x))
-            x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+            x = Dropout(self.dropout_rate)(x, deterministic=not train)
         return x.astype(jnp.float32)
 
 

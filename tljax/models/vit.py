@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models.attention import SelfAttention
+from tljax.models.dropout import Dropout
 
 
 class EncoderBlock(nn.Module):
@@ -24,7 +25,7 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
-        drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=not train)  # noqa: E731
+        drop = lambda y: Dropout(self.dropout_rate)(y, deterministic=not train)  # noqa: E731
         y = SelfAttention(self.num_heads, self.attention_dropout_rate, dtype=self.dtype,
                           name="attention")(norm("norm1")(x), train=train)
         x = x + drop(y)
@@ -60,7 +61,7 @@ class ViT(nn.Module):
         cls = self.param("cls_token", nn.initializers.zeros, (1, 1, self.hidden_size))
         x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_size)).astype(x.dtype), x], axis=1)
         x = x + self.param("pos_embed", nn.initializers.normal(0.02), (1, grid * grid + 1, self.hidden_size))
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = Dropout(self.dropout_rate)(x, deterministic=not train)
         block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i in range(self.num_layers):
             x = block_cls(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
