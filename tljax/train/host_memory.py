@@ -4,8 +4,9 @@ XLA:CPU mallocs each step's temporaries (gigabytes for ResNet-50) and frees them
 step; glibc returns such blocks to the kernel (mmap/munmap, per-thread arenas that shrink),
 so the next step touches fresh pages again: ~590,000 page faults and ~1 s of kernel time per
 ResNet-50 step on 2 cores. One arena, no mmap and no trimming keep the memory for reuse:
-0 faults, step 3.31 → 2.83 s (same process, one run). The price: the process keeps its peak
-memory until it exits. PyTorch gains from the same settings (``bench_vs_torch.py --malloc``).
+0 faults, step 3.31 → 2.83 s (the same script run both ways). The price: the process keeps
+its peak memory until it exits. PyTorch gains from the same settings (``bench_vs_torch.py
+--malloc``).
 """
 
 from __future__ import annotations
