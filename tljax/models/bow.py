@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+
 from tljax.models.dropout import Dropout
 
 

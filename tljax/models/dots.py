@@ -34,4 +34,3 @@ def _backward(saved, dy):
 
 
 dense_dot.defvjp(_forward, _backward)
-
