@@ -105,7 +105,7 @@ def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSe
     ``grad_accum=k`` splits the (already sharded) global batch into k equal micro-batches and
     averages their gradients: one update equal to the whole batch's. ``accum_in_loop`` runs
     the micro-batches in a ``lax.scan`` (1/k of the activation memory); the default does so
-    except on CPU, where XLA runs convolutions inside a loop so slowly (a ResNet-18 step 18×
+    except on CPU, where XLA runs convolutions inside a loop so slowly (a ResNet-18 step 18–22×
     slower here) that they are unrolled: the same numbers at full speed, without the memory
     saving. BatchNorms in training mode see micro-batch statistics and update their running
     averages once per micro-batch (as accumulation in PyTorch does).
