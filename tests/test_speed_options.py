@@ -151,3 +151,20 @@ def test_host_malloc_keep_reuses_freed_memory_without_page_faults():
     assert changed == "True" and kept_faults <= default_faults / 10
     with pytest.raises(ValueError, match="host_malloc='fast'.*'keep'"):
         __import__("tljax.train.host_memory", fromlist=["configure"]).configure("fast")
+
+
+@pytest.mark.parametrize("shape", [(2, 112, 112, 4), (1, 7, 9, 2)])
+def test_stem_max_pool_equals_flax_max_pool_and_its_gradient(shape):
+    import flax.linen as nn
+
+    from tljax.models.pooling import max_pool_3x3_s2
+
+    flax_pool = lambda x: nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
+    rng = np.random.default_rng(0)
+    for x in (jnp.asarray(rng.standard_normal(shape), jnp.float32),
+              jnp.zeros(shape).at[:, ::3, ::2].set(1.0)):  # ties: the first maximum of a window takes it all
+        np.testing.assert_array_equal(np.asarray(max_pool_3x3_s2(x)), np.asarray(flax_pool(x)))
+        dy = jnp.asarray(rng.standard_normal(flax_pool(x).shape), jnp.float32)
+        want = jax.grad(lambda x: (flax_pool(x) * dy).sum())(x)
+        got = jax.grad(lambda x: (max_pool_3x3_s2(x) * dy).sum())(x)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)

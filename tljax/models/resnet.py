@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models.dots import dense_dot
+from tljax.models.pooling import max_pool_3x3_s2
 
 # torchvision initialises convolutions with kaiming_normal(mode="fan_out").
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -135,7 +136,7 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown ResNet stem {self.stem!r}; use 'imagenet' or 'small'")
         x = nn.relu(batch_norm("bn1", dtype=self.dtype)(x, use_running_average=not train))
         if self.stem == "imagenet":
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool_3x3_s2(x)
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
             x = Stage(self.block_cls, size, width, 1 if i == 0 else 2, self.zero_init_residual,
                       self.dtype, self.remat, name=f"layer{i + 1}")(x, train)
