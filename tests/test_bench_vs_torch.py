@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import pytest
+
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("bench_vs_torch", os.path.join(ROOT, "scripts", "bench_vs_torch.py"))
@@ -29,3 +31,16 @@ def test_markdown_lists_every_row():
     assert "| resnet50_full_ft | 900 | 1,000 | **0.91** [0.80–1.00] | 12.0 | 382.9 | 40% / 36% |" in text
     assert "- recompiles: **0**" in text
     assert "Memory: host_malloc=keep: k." in text
+
+
+def test_gpu_rows_show_device_memory_and_unknown_flops():
+    row = {"name": "minilm", "tljax_ms": 7.04, "torch_ms": 16.9, "ratio": 0.42, "ratio_min": 0.35, "ratio_max": 0.48,
+           "tljax_compile_s": 16.9, "xla_gflop": 0.0, "tljax_mfu": None, "torch_mfu": None, "tljax_peak_rss_mib": 6000,
+           "torch_peak_rss_mib": 6000, "tljax_gpu_peak_mib": 4838, "torch_gpu_peak_mib": 657}
+    meta = {"date": "d", "machine": "m", "peak_how": "p", "versions": "v", "timing": "t", "malloc": "k"}
+    text = bench.markdown([row], meta)
+    assert "| minilm | 7.0 | 16.9 | **0.42** [0.35–0.48] | 16.9 | n/a | n/a | 6,000 / 6,000 | 4,838 / 657 |" in text
+    assert bench.gpu_peak("NVIDIA H200")[0] == 494.7e12
+    assert bench.gpu_peak("Some GPU", tflops=100.0)[0] == 100e12
+    with pytest.raises(SystemExit, match="--peak-tflops"):
+        bench.gpu_peak("Some GPU")
