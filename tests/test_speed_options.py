@@ -111,6 +111,21 @@ def test_dense_dot_gradients_equal_autodiff_of_the_plain_product(dtype):
         np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
 
 
+def test_dense_with_dense_dot_equals_flax_dense_and_its_gradients():
+    """The transformers' Dense: same parameters, outputs and gradients as ``nn.Dense`` on (batch, length, in)."""
+    import flax.linen as nn
+
+    from tljax.models.dots import Dense
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4, 6)), jnp.float32)
+    variables = nn.Dense(5).init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, Dense(5).init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
+    grads = [jax.value_and_grad(lambda v, x: (layer.apply(v, x) ** 3).sum(), argnums=(0, 1))(variables, x)
+             for layer in (nn.Dense(5), Dense(5))]
+    for want, got in zip(*map(jax.tree.leaves, grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("strides", [1, 2])
 def test_conv1x1_as_a_dot_on_cpu_equals_the_convolution_used_elsewhere(monkeypatch, strides):
     """The CPU path (a dot) and the GPU/TPU path (a convolution) give the same values and gradients."""

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tljax.models.dots import Dense
 from tljax.models.dropout import Dropout
 
 
@@ -29,7 +30,7 @@ class SelfAttention(nn.Module):
         if hidden % self.num_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads={self.num_heads}")
         head_dim = hidden // self.num_heads
-        dense = lambda name: nn.Dense(hidden, kernel_init=self.kernel_init, dtype=self.dtype, name=name)  # noqa: E731
+        dense = lambda name: Dense(hidden, kernel_init=self.kernel_init, dtype=self.dtype, name=name)  # noqa: E731
         split = lambda y: y.reshape(*y.shape[:-1], self.num_heads, head_dim)  # noqa: E731
         q, k, v = (split(dense(name)(x)) for name in ("query", "key", "value"))
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim).astype(jnp.float32)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models.attention import SelfAttention
+from tljax.models.dots import Dense
 from tljax.models.dropout import Dropout
 
 ACTIVATIONS = {
@@ -60,8 +61,8 @@ class BertLayer(nn.Module):
         drop = lambda y: Dropout(self.hidden_dropout)(y, deterministic=not train)  # noqa: E731
         y = SelfAttention(self.num_heads, self.attention_dropout, init, self.dtype, name="attention")(x, mask, train)
         x = norm("attention_norm")(x + drop(y))
-        y = nn.Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype, name="intermediate")(x)
-        y = nn.Dense(x.shape[-1], kernel_init=init, dtype=self.dtype, name="output")(ACTIVATIONS[self.hidden_act](y))
+        y = Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype, name="intermediate")(x)
+        y = Dense(x.shape[-1], kernel_init=init, dtype=self.dtype, name="output")(ACTIVATIONS[self.hidden_act](y))
         return norm("output_norm")(x + drop(y))
 
 

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models.attention import SelfAttention
+from tljax.models.dots import Dense
 from tljax.models.dropout import Dropout
 
 
@@ -29,8 +30,8 @@ class EncoderBlock(nn.Module):
         y = SelfAttention(self.num_heads, self.attention_dropout_rate, dtype=self.dtype,
                           name="attention")(norm("norm1")(x), train=train)
         x = x + drop(y)
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
-        y = nn.Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(drop(nn.gelu(y, approximate=False)))
+        y = Dense(self.mlp_dim, dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
+        y = Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(drop(nn.gelu(y, approximate=False)))
         return x + drop(y)
 
 
