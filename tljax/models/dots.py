@@ -38,8 +38,12 @@ def _backward(saved, dy):
 
 
 def dense_dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
-    """For ``nn.Dense(dot_general=...)``: ``dense_dot`` for Dense's own contraction."""
-    if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())) or precision is not None:
+    """For ``nn.Dense(dot_general=...)``: ``dense_dot`` for Dense's own contraction, on CPU.
+
+    Elsewhere the plain ``lax.dot_general`` (the fix is XLA:CPU's; GPU runs were measured with it).
+    """
+    plain = dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())) or precision is not None
+    if plain or jax.default_backend() != "cpu":
         return lax.dot_general(x, kernel, dimension_numbers, precision, preferred_element_type=preferred_element_type)
     return dense_dot(x, kernel)
 
