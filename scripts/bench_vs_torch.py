@@ -123,7 +123,6 @@ def torch_device() -> torch.device:
 
 def torch_step(model, forward, optimizer, frozen_backbone: bool):
     """A plain PyTorch step; a frozen backbone runs in eval mode (BatchNorm statistics fixed)."""
-    model.to(torch_device())
     sync = torch.cuda.synchronize if torch_device().type == "cuda" else (lambda: None)
 
     def run():
@@ -280,7 +279,8 @@ def markdown(rows, meta) -> str:
     lines = [f"# tljax vs PyTorch, one run ({meta['date']})", "", f"Machine: {meta['machine']}; peak: {meta['peak_how']}.",
              f"Versions: {meta['versions']}. Timing: {meta['timing']}.", f"Memory: {meta['malloc']}.", "",
              "| step | tljax ms | PyTorch ms | ratio tljax/PyTorch (median of pairs) [min–max] | tljax compile s "
-             "| XLA GFLOP | MFU tljax / PyTorch | peak RSS MiB tljax / PyTorch |" + (" GPU peak MiB tljax / PyTorch |" if gpu else ""),
+             "| XLA GFLOP | MFU tljax / PyTorch | peak RSS MiB tljax / PyTorch |"
+             + (" GPU peak MiB tljax / PyTorch |" if gpu else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for r in rows:
         if r.get("tljax_ms") is None:
@@ -332,16 +332,18 @@ def main(argv=None):
     size, length = args.image_size or (64 if args.quick else 224), args.seq_len or (16 if args.quick else 64)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     on_gpu = torch_device().type == "cuda"
+    gpu_name = torch.cuda.get_device_name() if on_gpu else ""
     if on_gpu:  # float32 on TF32 matrix units on both sides: JAX's default on GPU, PyTorch's only for convolutions
         jax.config.update("jax_default_matmul_precision", "tensorfloat32")
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    peak, how = gpu_peak(torch.cuda.get_device_name(), args.peak_tflops) if on_gpu else machine_peak(args.ghz)
+    peak, how = gpu_peak(gpu_name, args.peak_tflops) if on_gpu else machine_peak(args.ghz)
     load_before = os.getloadavg()[0]
     print(f"peak: {how}", flush=True)
 
     full = row(f"resnet50_full_ft_b{batch}_{size}px", resnet_case(batch, size, False), args.warmup, reps, peak)
     frozen = row(f"resnet50_frozen_backbone_b{batch}_{size}px", resnet_case(batch, size, True), args.warmup, reps, peak)
-    minilm = row(f"minilm_full_ft_b{2 * batch}_len{length}", minilm_case(2 * batch, length, minilm_config(args.bert_config)), args.warmup, reps, peak)
+    minilm = row(f"minilm_full_ft_b{2 * batch}_len{length}",
+                 minilm_case(2 * batch, length, minilm_config(args.bert_config)), args.warmup, reps, peak)
     rows = [full, frozen, minilm,
             {"name": "resnet50_frozen_over_full_step", "tljax_ms": None, "torch_ms": None, "ratio": None,
              "value": frozen["tljax_ms"] / full["tljax_ms"], "torch_value": frozen["torch_ms"] / full["torch_ms"]},
@@ -350,7 +352,7 @@ def main(argv=None):
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "peak_flops": peak, "peak_how": how,
             "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.machine()}, "
                        f"jax devices {[str(d) for d in jax.devices()]}"
-                       + (f", {torch.cuda.get_device_name()} (float32 with TF32 matmuls on both sides)" if on_gpu else ""),
+                       + (f", {gpu_name} (float32 with TF32 matmuls on both sides)" if on_gpu else ""),
             "versions": f"python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__} "
                         f"({torch.get_num_threads()} threads)",
             "timing": f"{args.warmup} warm-up steps per side, then {reps} interleaved A/B pairs; 1-min load average "
