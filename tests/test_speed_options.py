@@ -83,7 +83,7 @@ def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):
     model = loop.build_model(runlocal_config, 5)
     assert model.backbone.dtype == jnp.bfloat16
     before, fp32_after, m32, _, _ = one_step(runlocal_config, models.create("resnet_digits", 5, widths=(8, 16, 32)),
-                                          batch)
+                                             batch)
     _, bf16_after, m16, compiled, _ = one_step(runlocal_config, model, batch)
     assert "bf16" in compiled.as_text()
     assert all(v.dtype == np.float32 for v in bf16_after.values())  # master weights stay float32
