@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax import lax
 
-from tljax.models.dots import dense_dot
+from tljax.models.dots import conv1x1
 from tljax.models.pooling import max_pool_3x3_s2
 
 # torchvision initialises convolutions with kaiming_normal(mode="fan_out").
@@ -23,10 +21,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class Conv1x1(nn.Module):
-    """A 1×1 convolution computed as one dot on CPU: 2–3× faster than XLA:CPU's convolution.
-
-    Elsewhere it stays a convolution (cuDNN's are fast, and XLA:GPU in jaxlib 0.11.2 aborts on a
-    strided slice reshaped into a dot inside a Triton fusion). The kernel keeps the
+    """A 1×1 convolution, computed by ``dots.conv1x1`` (one dot on CPU). The kernel keeps the
     ``(1, 1, in, out)`` shape of ``nn.Conv`` so converted weights and parameter paths are the same.
     """
 
@@ -37,12 +32,7 @@ class Conv1x1(nn.Module):
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", conv_init, (1, 1, x.shape[-1], self.features))
-        if jax.default_backend() != "cpu":
-            return lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.strides,) * 2,
-                                            "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        if self.strides > 1:
-            x = x[:, :: self.strides, :: self.strides, :]
-        return dense_dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+        return conv1x1(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
 
 
 def conv3x3(features, strides=1, name=None, dtype=jnp.float32):
