@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models.batchnorm import BatchNorm
 from tljax.models.dots import conv1x1
 from tljax.models.pooling import max_pool_3x3_s2
 
@@ -41,8 +42,8 @@ def conv3x3(features, strides=1, name=None, dtype=jnp.float32):
 
 
 def batch_norm(name, zero_init=False, dtype=jnp.float32):
-    return nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=name, dtype=dtype,
-                        scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones)
+    return BatchNorm(momentum=0.9, epsilon=1e-5, name=name, dtype=dtype,
+                     scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones)
 
 
 class BasicBlock(nn.Module):

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from tljax.models.batchnorm import BatchNorm
 from tljax.models.dropout import Dropout
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -58,8 +59,8 @@ class VGG(nn.Module):
                 x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
                             dtype=self.dtype, name=f"conv{b}_{i}")(x)
                 if self.batch_norm:
-                    x = nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                                     name=f"bn{b}_{i}")(x, use_running_average=not train)
+                    x = BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                                  name=f"bn{b}_{i}")(x, use_running_average=not train)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), (2, 2))
         x = adaptive_avg_pool(x, self.pool_size)
