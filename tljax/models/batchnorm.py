@@ -40,7 +40,12 @@ def _forward(x, scale, bias, epsilon):
 
 def _backward(epsilon, saved, cotangents):
     """``dx = a·dy + b·x + c`` with per-channel ``a, b, c``: one pass over ``dy`` and ``x`` after two
-    reductions of them (``Σdy``, ``Σdy·(x - mean)``), so no activation-sized ``x - mean`` is written."""
+    reductions of them (``Σdy``, ``Σdy·(x - mean)``), so no activation-sized ``x - mean`` is written.
+
+    The barrier on ``mean`` keeps XLA from merging this ``x - mean`` with the forward's (common
+    subexpressions): merged, it is computed once in the forward and written out for the backward,
+    which is what flax's BatchNorm costs (ResNet-50 step 2,937 → 2,833 ms with the barrier; flax's
+    BatchNorm 3,166 ms; interleaved in one process)."""
     del epsilon
     x, mean, inv, scale = saved
     dy, dmean, dvar = cotangents
@@ -48,7 +53,7 @@ def _backward(epsilon, saved, cotangents):
     n = x.size // x.shape[-1]
     x32, dy = x.astype(jnp.float32), dy.astype(jnp.float32)
     dbias = jnp.sum(dy, axes)
-    dscale = jnp.sum(dy * (x32 - mean), axes) * inv  # Σ dy·x̂
+    dscale = jnp.sum(dy * (x32 - lax.optimization_barrier(mean)), axes) * inv  # Σ dy·x̂
     a = scale * inv
     b = -a * inv * dscale / n + dvar * (2.0 / n)  # the last terms: the statistics' own cotangents
     c = -a * dbias / n - b * mean + dmean / n
