@@ -11,6 +11,7 @@ statistics update and the same values as ``nn.BatchNorm`` (tests/test_batchnorm.
 from __future__ import annotations
 
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
