@@ -109,4 +109,4 @@ def test_frozen_batchnorm_interceptor_puts_it_in_inference_mode():
     with S.batchnorm_in_inference_mode(frozenset({"bn"})):
         y, updates = Net().apply(variables, x, mutable=["batch_stats"])
     np.testing.assert_allclose(updates["batch_stats"]["bn"]["mean"], variables["batch_stats"]["bn"]["mean"])
-    np.testing.assert_allclose(y, (x - 0.0) / np.sqrt(1 + 1e-5), atol=1e-6)  # fresh stats: mean 0, var 1
+    np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), atol=1e-6)  # fresh statistics: mean 0, var 1
