@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from tljax.models.batchnorm import BatchNorm
 from tljax.models.dots import conv1x1
 from tljax.models.pooling import max_pool_3x3_s2
+from tljax.models.residual import residual_relu
 
 # torchvision initialises convolutions with kaiming_normal(mode="fan_out").
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -60,7 +61,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(norm("bn1")(y, use_running_average=not train))
         y = conv3x3(self.features, 1, "conv2", self.dtype)(y)
         y = norm("bn2", self.zero_init_residual)(y, use_running_average=not train)
-        return nn.relu(y + shortcut(self, x, self.features, train))
+        return residual_relu(y + shortcut(self, x, self.features, train))
 
 
 class Bottleneck(nn.Module):
@@ -79,7 +80,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(norm("bn2")(y, use_running_average=not train))
         y = Conv1x1(self.features * 4, name="conv3", dtype=self.dtype)(y)
         y = norm("bn3", self.zero_init_residual)(y, use_running_average=not train)
-        return nn.relu(y + shortcut(self, x, self.features * 4, train))
+        return residual_relu(y + shortcut(self, x, self.features * 4, train))
 
 
 def shortcut(block, x, out_features, train):
