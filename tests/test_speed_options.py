@@ -95,13 +95,14 @@ def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dense_dot_gradients_equal_autodiff_of_the_plain_product(dtype):
+@pytest.mark.parametrize("features", [(6, 7), (9, 4)])  # both orientations of the kernel gradient
+def test_dense_dot_gradients_equal_autodiff_of_the_plain_product(dtype, features):
     from tljax.models.dots import dense_dot
 
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 5, 5, 6)), dtype)
-    kernel = jnp.asarray(rng.standard_normal((6, 7)), dtype)
-    cotangent = jnp.asarray(rng.standard_normal((2, 5, 5, 7)), dtype)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, features[0])), dtype)
+    kernel = jnp.asarray(rng.standard_normal(features), dtype)
+    cotangent = jnp.asarray(rng.standard_normal((2, 5, 5, features[1])), dtype)
     loss = lambda f: lambda x, k: (f(x, k).astype(jnp.float32) * cotangent).sum()  # noqa: E731
     plain = jax.grad(loss(lambda x, k: jnp.einsum("nhwc,cd->nhwd", x, k)), argnums=(0, 1))(x, kernel)
     ours = jax.grad(loss(dense_dot), argnums=(0, 1))(x, kernel)

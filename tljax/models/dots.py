@@ -2,9 +2,9 @@
 
 Autodiff writes the kernel gradient of ``y = x @ w`` as ``xᵀ·dy``; XLA:CPU (jax 0.10) lays that
 product out by transposing ``dy`` (an activation-sized copy, fused into whatever produced
-``dy``, e.g. BatchNorm's backward) — 950 ms of a 5.1 s ResNet-50 step. Computing
-``(dyᵀ·x)ᵀ`` instead transposes only the small ``(out, in)`` result. Same values (the sum is
-reordered), same parameters. ResNet's 1×1 convolutions and the transformers' ``Dense`` layers
+``dy``, e.g. BatchNorm's backward) — 950 ms of a 5.1 s ResNet-50 step. The backward here
+contracts both over their rows (``kernel_gradient``), so only a small ``(in, out)`` result is
+ever transposed. Same values (the sum is reordered), same parameters. ResNet's 1×1 convolutions and the transformers' ``Dense`` layers
 use it on CPU (MiniLM train step −117 and −152 ms of ≈ 950–1,040 ms, ViT-B/16 −90 of 4,830 ms,
 interleaved A/B runs in one process).
 """
@@ -33,8 +33,21 @@ def _backward(saved, dy):
     x, kernel = saved
     dx = jnp.einsum("...d,cd->...c", dy, kernel).astype(x.dtype)
     flat_dy, flat_x = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
-    dkernel_t = lax.dot_general(flat_dy, flat_x, (((0,), (0,)), ((), ())))  # (out, in): no big transpose
-    return dx, dkernel_t.T.astype(kernel.dtype)
+    return dx, kernel_gradient(flat_x, flat_dy).astype(kernel.dtype)
+
+
+def kernel_gradient(x, dy):
+    """``xᵀ·dy`` for ``x``: ``(rows, in)``, ``dy``: ``(rows, out)``, contracted over the rows.
+
+    XLA:CPU runs this product on Eigen, which is up to 1.5× faster when the wider of ``in`` and
+    ``out`` is the result's minor (last) axis: for ``in > out`` it computes ``(dyᵀ·x)`` and
+    transposes that small result, behind a barrier so XLA does not fold the transpose back.
+    Alone, 50,176 rows × 256 in × 64 out: 20.4 → 13.9 ms; 12,544 × 512 × 128: 17.2 → 11.8 ms;
+    the other way round (``in < out``) the plain form is the faster one."""
+    rows = (((0,), (0,)), ((), ()))
+    if x.shape[1] > dy.shape[1]:
+        return lax.optimization_barrier(lax.dot_general(dy, x, rows)).T
+    return lax.dot_general(x, dy, rows)
 
 
 def on_xla_cpu() -> bool:
