@@ -3,10 +3,10 @@
 Autodiff writes the kernel gradient of ``y = x @ w`` as ``xᵀ·dy``; XLA:CPU (jax 0.10) lays that
 product out by transposing ``dy`` (an activation-sized copy, fused into whatever produced
 ``dy``, e.g. BatchNorm's backward) — 950 ms of a 5.1 s ResNet-50 step. The backward here
-contracts both over their rows (``kernel_gradient``), so only a small ``(in, out)`` result is
-ever transposed. Same values (the sum is reordered), same parameters. ResNet's 1×1 convolutions and the transformers' ``Dense`` layers
-use it on CPU (MiniLM train step −117 and −152 ms of ≈ 950–1,040 ms, ViT-B/16 −90 of 4,830 ms,
-interleaved A/B runs in one process).
+contracts both over their rows (``kernel_gradient``), so at most the small ``(in, out)`` result
+is transposed. Same values (the sum is reordered), same parameters. ResNet's 1×1 convolutions
+and the transformers' ``Dense`` layers use it on CPU (MiniLM train step −117 and −152 ms of
+≈ 950–1,040 ms, ViT-B/16 −90 of 4,830 ms, interleaved A/B runs in one process).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ seven activation-sized arrays to recompute its input). XLA never duplicates an o
 expensive, and division is one: dividing the output by a 1 that constant folding cannot see (an
 optimization barrier hides it) leaves every value unchanged (``x / 1 == x`` exactly, NaN and ±0
 included) and makes the output, and its gradient, a fusion root that is written once and read.
-ResNet-50 step: 1.28 GB less read by fusions; the ReLU's backward reads its output instead of
-recomputing the pre-activation (one array less per block).
+The ReLU's backward also masks with its output instead of recomputing the pre-activation (one
+array less per block). ResNet-50 train step: 1.28 GB less read by fusions, 3,072 → 2,977 ms
+(12 interleaved rounds in one process; PyTorch's 3,075 ms).
 
 Other backends fuse differently and get a plain ReLU.
 """
