@@ -17,7 +17,7 @@ import platform
 
 from tljax.config import CHOICES
 
-MODES = CHOICES["host_malloc"]  # ("keep", "default")
+MODES = CHOICES["host_malloc"]
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
 KEEP = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
 
