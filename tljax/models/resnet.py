@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models import winograd
 from tljax.models.batchnorm import BatchNorm
 from tljax.models.dots import conv1x1
 from tljax.models.pooling import max_pool_3x3_s2
@@ -37,9 +38,23 @@ class Conv1x1(nn.Module):
         return conv1x1(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
 
 
+class Conv3x3(nn.Module):
+    """A 3×3 convolution with padding 1, computed by ``winograd.conv3x3`` (Winograd's algorithm
+    where XLA:CPU's convolution is slower). Its kernel is ``nn.Conv``'s: same shape, name and init.
+    """
+
+    features: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", conv_init, (3, 3, x.shape[-1], self.features))
+        return winograd.conv3x3(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
+
+
 def conv3x3(features, strides=1, name=None, dtype=jnp.float32):
-    return nn.Conv(features, (3, 3), (strides, strides), padding=((1, 1), (1, 1)),
-                   use_bias=False, kernel_init=conv_init, name=name, dtype=dtype)
+    return Conv3x3(features, strides, dtype, name=name)
 
 
 def batch_norm(name, zero_init=False, dtype=jnp.float32):

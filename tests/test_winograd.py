@@ -1,0 +1,63 @@
+"""winograd.conv3x3: XLA's 3×3 convolution, its values and both gradients, by Winograd's F(2×2, 3×3)
+where that is faster on XLA:CPU, and XLA's own convolution everywhere else."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from tljax.models import resnet, winograd
+from tljax.models.dots import on_xla_cpu
+
+
+def reference(x, kernel, strides=1):
+    return lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
+                                    dimension_numbers=winograd.DIMENSIONS, precision=lax.Precision.HIGHEST)
+
+
+def operands(n, h, w, c, d, dtype=jnp.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c)), dtype)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, c, d)) / np.sqrt(9 * c), dtype)
+    dy = jnp.asarray(rng.standard_normal((n, h, w, d)), dtype)
+    return x, kernel, dy
+
+
+@pytest.mark.skipif(not on_xla_cpu(), reason="the Winograd route is XLA:CPU's")
+@pytest.mark.parametrize("shape", [(2, 14, 14, 8, 5), (3, 28, 12, 4, 6), (1, 16, 32, 16, 16)])
+def test_values_and_both_gradients_equal_the_convolution(shape):
+    x, kernel, dy = operands(*shape)
+    assert winograd.applies(x, kernel, 1)
+    y, vjp = jax.vjp(winograd.conv3x3, x, kernel)
+    y_ref, vjp_ref = jax.vjp(reference, x, kernel)
+    for got, want in zip((y, *vjp(dy)), (y_ref, *vjp_ref(dy))):
+        np.testing.assert_allclose(got, want, atol=2e-6 * float(jnp.max(jnp.abs(want))))
+    hlo = jax.jit(winograd.conv3x3).lower(x, kernel).as_text()
+    assert "convolution" not in hlo  # the forward really is the batched dot, not XLA's convolution
+
+
+@pytest.mark.parametrize("shape,strides,dtype", [
+    ((2, 7, 7, 4, 4), 1, jnp.float32),     # odd: padded tiles would be slower
+    ((1, 56, 56, 4, 4), 1, jnp.float32),   # large: the transforms' memory traffic costs more than it saves
+    ((2, 14, 14, 4, 4), 2, jnp.float32),   # strided
+    ((2, 14, 14, 4, 4), 1, jnp.bfloat16),  # bfloat16 transforms would round
+])
+def test_other_convolutions_stay_xla_own(shape, strides, dtype):
+    x, kernel, _ = operands(*shape, dtype=dtype)
+    assert not winograd.applies(x, kernel, strides)
+    np.testing.assert_array_equal(winograd.conv3x3(x, kernel, strides),
+                                  lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
+                                                           dimension_numbers=winograd.DIMENSIONS))
+
+
+def test_resnet_conv3x3_is_nn_conv_with_the_same_parameters():
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 14, 14, 6)), jnp.float32)
+    for strides in (1, 2):
+        ours = resnet.conv3x3(5, strides, name="conv2")
+        plain = nn.Conv(5, (3, 3), (strides, strides), padding=((1, 1), (1, 1)), use_bias=False,
+                        kernel_init=resnet.conv_init)
+        params = ours.init(jax.random.key(0), x)
+        assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, plain.init(jax.random.key(0), x))
+        np.testing.assert_allclose(ours.apply(params, x), plain.apply(params, x), atol=1e-5)
