@@ -131,9 +131,9 @@ def test_dense_with_dense_dot_equals_flax_dense_and_its_gradients():
 @pytest.mark.parametrize("strides", [1, 2])
 def test_conv1x1_as_a_dot_on_cpu_equals_the_convolution_used_elsewhere(monkeypatch, strides):
     """The CPU path (a dot) and the GPU/TPU path (a convolution) give the same values and gradients."""
-    from tljax.models.resnet import Conv1x1
+    from tljax.models.resnet import Conv
 
-    layer = Conv1x1(7, strides)
+    layer = Conv(7, 1, strides)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 6, 6, 5)), jnp.float32)
     variables = layer.init(jax.random.key(0), x)
     value_and_grads = jax.value_and_grad(lambda v, x: (layer.apply(v, x) ** 2).sum(), argnums=(0, 1))

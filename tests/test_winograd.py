@@ -52,10 +52,10 @@ def test_other_convolutions_stay_xla_own(shape, strides, dtype):
                                                            dimension_numbers=winograd.DIMENSIONS))
 
 
-def test_resnet_conv3x3_is_nn_conv_with_the_same_parameters():
+def test_resnet_3x3_conv_is_nn_conv_with_the_same_parameters():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 14, 14, 6)), jnp.float32)
     for strides in (1, 2):
-        ours = resnet.conv3x3(5, strides, name="conv2")
+        ours = resnet.Conv(5, 3, strides, name="conv2")
         plain = nn.Conv(5, (3, 3), (strides, strides), padding=((1, 1), (1, 1)), use_bias=False,
                         kernel_init=resnet.conv_init)
         params = ours.init(jax.random.key(0), x)

@@ -23,38 +23,23 @@ from tljax.models.residual import residual_relu
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-class Conv1x1(nn.Module):
-    """A 1×1 convolution, computed by ``dots.conv1x1`` (one dot on CPU). The kernel keeps the
-    ``(1, 1, in, out)`` shape of ``nn.Conv`` so converted weights and parameter paths are the same.
+class Conv(nn.Module):
+    """A ``size``×``size`` convolution without bias (padding ``size // 2``), with ``nn.Conv``'s kernel
+    (shape ``(size, size, in, out)``, name and init) so converted weights and parameter paths are the
+    same. On CPU a 1×1 runs as one dot (``dots.conv1x1``), a 3×3 as Winograd's algorithm where that
+    is faster (``winograd.conv3x3``); elsewhere both are XLA's convolution.
     """
 
     features: int
+    size: int
     strides: int = 1
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", conv_init, (1, 1, x.shape[-1], self.features))
-        return conv1x1(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
-
-
-class Conv3x3(nn.Module):
-    """A 3×3 convolution with padding 1, computed by ``winograd.conv3x3`` (Winograd's algorithm
-    where XLA:CPU's convolution is slower). Its kernel is ``nn.Conv``'s: same shape, name and init.
-    """
-
-    features: int
-    strides: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", conv_init, (3, 3, x.shape[-1], self.features))
-        return winograd.conv3x3(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
-
-
-def conv3x3(features, strides=1, name=None, dtype=jnp.float32):
-    return Conv3x3(features, strides, dtype, name=name)
+        kernel = self.param("kernel", conv_init, (self.size, self.size, x.shape[-1], self.features))
+        compute = conv1x1 if self.size == 1 else winograd.conv3x3
+        return compute(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
 
 
 def batch_norm(name, zero_init=False, dtype=jnp.float32):
@@ -72,9 +57,9 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         norm = lambda name, zero=False: batch_norm(name, zero, self.dtype)  # noqa: E731
-        y = conv3x3(self.features, self.strides, "conv1", self.dtype)(x)
+        y = Conv(self.features, 3, self.strides, self.dtype, name="conv1")(x)
         y = nn.relu(norm("bn1")(y, use_running_average=not train))
-        y = conv3x3(self.features, 1, "conv2", self.dtype)(y)
+        y = Conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
         y = norm("bn2", self.zero_init_residual)(y, use_running_average=not train)
         return residual_relu(y + shortcut(self, x, self.features, train))
 
@@ -89,11 +74,11 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         norm = lambda name, zero=False: batch_norm(name, zero, self.dtype)  # noqa: E731
-        y = Conv1x1(self.features, name="conv1", dtype=self.dtype)(x)
+        y = Conv(self.features, 1, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(norm("bn1")(y, use_running_average=not train))
-        y = conv3x3(self.features, self.strides, "conv2", self.dtype)(y)
+        y = Conv(self.features, 3, self.strides, self.dtype, name="conv2")(y)
         y = nn.relu(norm("bn2")(y, use_running_average=not train))
-        y = Conv1x1(self.features * 4, name="conv3", dtype=self.dtype)(y)
+        y = Conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(y)
         y = norm("bn3", self.zero_init_residual)(y, use_running_average=not train)
         return residual_relu(y + shortcut(self, x, self.features * 4, train))
 
@@ -102,7 +87,7 @@ def shortcut(block, x, out_features, train):
     """Identity, or torchvision's ``downsample`` (1×1 conv + BN) when the shape changes."""
     if block.strides == 1 and x.shape[-1] == out_features:
         return x
-    y = Conv1x1(out_features, block.strides, name="downsample_conv", dtype=block.dtype)(x)
+    y = Conv(out_features, 1, block.strides, block.dtype, name="downsample_conv")(x)
     return batch_norm("downsample_bn", dtype=block.dtype)(y, use_running_average=not train)
 
 
@@ -144,7 +129,7 @@ class ResNet(nn.Module):
             x = nn.Conv(self.widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
                         kernel_init=conv_init, name="conv1", dtype=self.dtype)(x)
         elif self.stem == "small":
-            x = conv3x3(self.widths[0], 1, "conv1", self.dtype)(x)
+            x = Conv(self.widths[0], 3, dtype=self.dtype, name="conv1")(x)
         else:
             raise ValueError(f"unknown ResNet stem {self.stem!r}; use 'imagenet' or 'small'")
         x = nn.relu(batch_norm("bn1", dtype=self.dtype)(x, use_running_average=not train))
