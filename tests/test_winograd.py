@@ -61,3 +61,8 @@ def test_resnet_3x3_conv_is_nn_conv_with_the_same_parameters():
         params = ours.init(jax.random.key(0), x)
         assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, plain.init(jax.random.key(0), x))
         np.testing.assert_allclose(ours.apply(params, x), plain.apply(params, x), atol=1e-5)
+
+
+def test_resnet_conv_refuses_sizes_it_does_not_compute():
+    with pytest.raises(ValueError, match="not 5×5"):
+        resnet.Conv(4, 5).init(jax.random.key(0), jnp.ones((1, 8, 8, 2)))

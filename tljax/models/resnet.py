@@ -37,6 +37,8 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        if self.size not in (1, 3):
+            raise ValueError(f"resnet.Conv computes 1×1 and 3×3 convolutions, not {self.size}×{self.size}")
         kernel = self.param("kernel", conv_init, (self.size, self.size, x.shape[-1], self.features))
         compute = conv1x1 if self.size == 1 else winograd.conv3x3
         return compute(x.astype(self.dtype), kernel.astype(self.dtype), self.strides)
