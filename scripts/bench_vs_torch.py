@@ -12,13 +12,15 @@ frozen backbone (SGD momentum, 10 classes, 224²), MiniLM full fine-tuning (Adam
 with the all-MiniLM-L6-v2 config vs ``transformers.BertModel`` + mean pool + linear head).
 tljax runs the library's own ``make_train_step``/``compile_train_step``. Timing follows
 shared/design/PERFORMANCE_NOTES.md: warm-up, then interleaved A/B repetitions, reporting
-median step times and the median of the per-pair ratios (absolute times drift between runs).
+median step times and the median of the per-pair ratios (absolute times drift between runs) with
+a distribution-free 95 % confidence interval of that median (runs of 20 pairs still differ by ±3 %).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -230,6 +232,17 @@ def interleaved(a, b, warmup: int, reps: int):
             "ratios": [x[0] / y[0] for x, y in zip(ta, tb)]}
 
 
+def median_interval(values, level: float = 0.95):
+    """Distribution-free confidence interval of the median: the order statistics ``k`` and ``n-k+1``
+    with ``P(Binomial(n, ½) < k) ≤ (1 - level) / 2``; None when ``n`` is too small for ``level``."""
+    xs, n = sorted(values), len(values)
+    k, below = 0, 0.0
+    while k < n and below + math.comb(n, k) / 2**n <= (1 - level) / 2:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return [xs[k - 1], xs[n - k]] if k else None
+
+
 def row(name, case, warmup, reps, peak):
     (jax_run, compile_s, flops), torch_run = case
     if torch_device().type == "cuda":
@@ -239,7 +252,8 @@ def row(name, case, warmup, reps, peak):
     jax_ms, torch_ms = statistics.median(m["a_ms"]), statistics.median(m["b_ms"])
     mfu = lambda ms: flops / (ms / 1e3) / peak if flops else None  # noqa: E731
     out = {"name": name, "tljax_ms": jax_ms, "torch_ms": torch_ms, "ratio": statistics.median(m["ratios"]),
-           "ratio_min": min(m["ratios"]), "ratio_max": max(m["ratios"]), "reps": reps,
+           "ratio_min": min(m["ratios"]), "ratio_max": max(m["ratios"]),
+           "ratio_ci95": median_interval(m["ratios"]), "reps": reps, "pairs_ms": list(zip(m["a_ms"], m["b_ms"])),
            "tljax_compile_s": compile_s, "torch_first_step_ms": m["first_ms"][1], "xla_gflop": flops / 1e9,
            "tljax_mfu": mfu(jax_ms), "torch_mfu": mfu(torch_ms),
            "tljax_peak_rss_mib": m["a_rss"][0], "torch_peak_rss_mib": m["b_rss"][0],
@@ -278,7 +292,8 @@ def markdown(rows, meta) -> str:
     gpu = any("tljax_gpu_peak_mib" in r for r in rows)
     lines = [f"# tljax vs PyTorch, one run ({meta['date']})", "", f"Machine: {meta['machine']}; peak: {meta['peak_how']}.",
              f"Versions: {meta['versions']}. Timing: {meta['timing']}.", f"Memory: {meta['malloc']}.", "",
-             "| step | tljax ms | PyTorch ms | ratio tljax/PyTorch (median of pairs) [min–max] | tljax compile s "
+             "| step | tljax ms | PyTorch ms | ratio tljax/PyTorch (median of pairs) [min–max], 95% CI of the median "
+             "| tljax compile s "
              "| XLA GFLOP | MFU tljax / PyTorch | peak RSS MiB tljax / PyTorch |"
              + (" GPU peak MiB tljax / PyTorch |" if gpu else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
@@ -289,8 +304,10 @@ def markdown(rows, meta) -> str:
         flop_cells = (f"{r['xla_gflop']:.1f} | {r['tljax_mfu']:.0%} / {r['torch_mfu']:.0%}" if r["xla_gflop"]
                       else "n/a | n/a")  # XLA:GPU counts no FLOPs before compiling
         ms = lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.1f}"  # noqa: E731  (GPU steps take a few ms)
+        ci = r.get("ratio_ci95")
+        ci_cell = f", 95% CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else ""
         lines.append(f"| {r['name']} | {ms(r['tljax_ms'])} | {ms(r['torch_ms'])} | **{r['ratio']:.2f}** "
-                     f"[{r['ratio_min']:.2f}–{r['ratio_max']:.2f}] | {r['tljax_compile_s']:.1f} | {flop_cells} "
+                     f"[{r['ratio_min']:.2f}–{r['ratio_max']:.2f}]{ci_cell} | {r['tljax_compile_s']:.1f} | {flop_cells} "
                      f"| {r['tljax_peak_rss_mib']:,.0f} / "
                      f"{r['torch_peak_rss_mib']:,.0f} |" + gpu_cell)
     lines.append("")

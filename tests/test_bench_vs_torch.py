@@ -23,14 +23,21 @@ def test_peak_is_cores_ghz_fma_lanes_two():
 
 def test_markdown_lists_every_row():
     timed = {"name": "resnet50_full_ft", "tljax_ms": 900.0, "torch_ms": 1000.0, "ratio": 0.91, "ratio_min": 0.8,
-             "ratio_max": 1.0, "tljax_compile_s": 12.0, "xla_gflop": 382.9, "tljax_mfu": 0.4, "torch_mfu": 0.36,
+             "ratio_max": 1.0, "ratio_ci95": [0.85, 0.95], "tljax_compile_s": 12.0, "xla_gflop": 382.9, "tljax_mfu": 0.4, "torch_mfu": 0.36,
              "tljax_peak_rss_mib": 2000, "torch_peak_rss_mib": 1900, "tljax_step_rss_mib": 300, "torch_step_rss_mib": 200}
     rows = [timed, {"name": "recompiles", "tljax_ms": None, "torch_ms": None, "ratio": None, "value": 0}]
     meta = {"date": "d", "machine": "m", "peak_how": "p", "versions": "v", "timing": "t", "malloc": "host_malloc=keep: k"}
     text = bench.markdown(rows, meta)
-    assert "| resnet50_full_ft | 900 | 1,000 | **0.91** [0.80–1.00] | 12.0 | 382.9 | 40% / 36% |" in text
+    assert "| resnet50_full_ft | 900 | 1,000 | **0.91** [0.80–1.00], 95% CI 0.85–0.95 | 12.0 | 382.9 | 40% / 36% |" in text
     assert "- recompiles: **0**" in text
     assert "Memory: host_malloc=keep: k." in text
+
+
+def test_median_interval_is_the_binomial_order_statistics():
+    values = [20 - i for i in range(20)]  # 20 pairs, in any order
+    assert bench.median_interval(values) == [6, 15]  # P(B(20, ½) ≤ 5) = 0.021 ≤ 0.025 < P(B ≤ 6) = 0.058
+    assert bench.median_interval(range(6)) == [0, 5]  # with 6 pairs only the extremes reach 95 %
+    assert bench.median_interval(range(5)) is None  # with 5, not even those: 2 / 32 > 0.05
 
 
 def test_gpu_rows_show_device_memory_and_unknown_flops():
