@@ -41,8 +41,11 @@ def applies(x, kernel, strides: int) -> bool:
 
 def conv3x3(x, kernel, strides: int = 1):
     """NHWC ``x``, HWIO ``kernel`` of shape ``(3, 3, in, out)``, padding 1, as ``nn.Conv`` computes."""
-    if applies(x, kernel, strides):
-        return _winograd_conv(x, kernel)
+    return _winograd_conv(x, kernel) if applies(x, kernel, strides) else xla_conv3x3(x, kernel, strides)
+
+
+def xla_conv3x3(x, kernel, strides: int = 1):
+    """XLA's own convolution: every other case, and the kernel gradient of the Winograd route."""
     return lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
                                     dimension_numbers=DIMENSIONS)
 
@@ -82,7 +85,7 @@ def _convolve(x, u, spec):
 
 @jax.custom_vjp
 def _winograd_conv(x, kernel):
-    return _convolve(x, transform_kernel(kernel), "ptc,pcd->ptd")
+    return _forward(x, kernel)[0]
 
 
 def _forward(x, kernel):
@@ -93,8 +96,7 @@ def _forward(x, kernel):
 def _backward(saved, dy):
     x, kernel, u = saved
     dx = _convolve(dy, u[FLIP_POSITIONS], "ptd,pcd->ptc")
-    _, kernel_vjp = jax.vjp(lambda k: lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
-                                                               dimension_numbers=DIMENSIONS), kernel)
+    _, kernel_vjp = jax.vjp(lambda k: xla_conv3x3(x, k), kernel)
     return dx, kernel_vjp(dy)[0]
 
 
