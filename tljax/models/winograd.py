@@ -2,17 +2,19 @@
 
 Each 2×2 output tile of a 3×3 convolution is ``Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`` for its 4×4 input tile
 ``d`` (Lavin & Gray, 2015): 16 products per tile instead of 36. Over channels the 16 element-wise
-products become 16 matrix products ``V_p · U_p`` (tiles × in by in × out), which XLA:CPU runs as
-one batched dot; the tile transforms are additions that XLA fuses into one pass each way. The
-input gradient is the same convolution of ``dy`` with the flipped, transposed kernel, so it is
-computed the same way; the kernel gradient stays XLA's own (Winograd's was not faster).
+products become 16 matrix products ``V_p · U_p`` (tiles × in by in × out); the tile transforms are
+additions of slices that XLA fuses. The 16 positions stay 16 separate arrays and dots: stacked,
+XLA:CPU copied the input tiles once more into the stack. The input gradient is the same convolution
+of ``dy`` with the flipped, transposed kernel, so it is computed the same way; the kernel gradient
+stays XLA's own (Winograd's was faster by 4–7 ms at 28² and 14² but 4× less accurate).
 
-Measured alone (batch 16, forward, ms, XLA's convolution → this): 128 channels at 28²: 19.1 → 15.8;
-256 at 14²: 18.1 → 11.4; at 56² (64 channels) the transforms' memory traffic cancels the gain
-(21.3 → 20.6) and at 7² the padded tiles make it slower (18.3 → 34.6), so only even sizes from 12
-to 32 use it; in ResNet-50's train step it made 56² slower. It differs from XLA's convolution by
-≈ 1e-6 of the largest output, as much as XLA's default differs from its highest precision.
-float32 only: bfloat16 transforms would round where a direct convolution accumulates in float32.
+Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → this): 64 channels at
+56²: 112.6 → 61.3; 128 at 28²: 59.8 → 47.0; 512 at 7²: 59.6 → 53.2. In ResNet-50's train step
+(10 interleaved rounds in one process) sizes 12–56 were the fastest domain: 2,475 ms with 12–32,
+2,440 with 12–56, 2,464 with 7–56; so sizes from 12 to 56 use it, odd ones padded by one zero row
+or column. It differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's
+default differs from its highest precision. float32 only: bfloat16 transforms would round where a
+direct convolution accumulates in float32.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jax import lax
 from tljax.models.dots import on_xla_cpu
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
+MIN_SIZE, MAX_SIZE = 12, 56  # spatial sizes that take the Winograd route (see above)
 # G applied to a kernel flipped in space (G·J·g) is G with rows 0 and 3 swapped applied to the kernel
 # (P·G·g): the input gradient's transformed kernel is the forward's with its 16 positions permuted.
 FLIPPED = np.array([3, 1, 2, 0])
@@ -36,12 +38,17 @@ def applies(x, kernel, strides: int) -> bool:
     """Whether ``conv3x3`` takes the Winograd route for this call (see the module docstring)."""
     h, w = x.shape[1:3]
     return (on_xla_cpu() and strides == 1 and kernel.shape[:2] == (3, 3) and x.dtype == jnp.float32
-            and kernel.dtype == jnp.float32 and all(s % 2 == 0 and 12 <= s <= 32 for s in (h, w)))
+            and kernel.dtype == jnp.float32 and all(MIN_SIZE <= s <= MAX_SIZE for s in (h, w)))
 
 
 def conv3x3(x, kernel, strides: int = 1):
     """NHWC ``x``, HWIO ``kernel`` of shape ``(3, 3, in, out)``, padding 1, as ``nn.Conv`` computes."""
-    return _winograd_conv(x, kernel) if applies(x, kernel, strides) else xla_conv3x3(x, kernel, strides)
+    if not applies(x, kernel, strides):
+        return xla_conv3x3(x, kernel, strides)
+    h, w = x.shape[1:3]
+    if h % 2 or w % 2:  # tiles cover an even size: one more zero row or column, cropped after
+        return _winograd_conv(jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))), kernel)[:, :h, :w]
+    return _winograd_conv(x, kernel)
 
 
 def xla_conv3x3(x, kernel, strides: int = 1):
@@ -50,37 +57,57 @@ def xla_conv3x3(x, kernel, strides: int = 1):
                                     dimension_numbers=DIMENSIONS)
 
 
+def _g_rows(r):
+    """``G`` applied along one axis of three slices ``r``: four slices."""
+    return [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]]
+
+
+def _bt_rows(r):
+    """``Bᵀ`` applied along one axis of four slices ``r``: four slices."""
+    return [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]]
+
+
+def _at_rows(r):
+    """``Aᵀ`` applied along one axis of four slices ``r``: two slices."""
+    return [r[0] + r[1] + r[2], r[1] - r[2] - r[3]]
+
+
 def transform_kernel(kernel):
-    """``G g Gᵀ`` for every (in, out) pair: ``(16, in, out)``."""
-    u = jnp.einsum("ai,ijcd,bj->abcd", G, kernel, G, precision=lax.Precision.HIGHEST)
-    return u.reshape(16, *kernel.shape[2:])
+    """``G g Gᵀ`` for every (in, out) pair: 16 arrays ``(in, out)``, position ``4a + b``.
+
+    Written as additions of kernel slices, one fusion; as an einsum with ``G`` it was two dots
+    with a contraction of 3 and a transpose (256 channels: 5.7 → 0.6 ms)."""
+    along_h = [_g_rows([kernel[i, j] for i in range(3)]) for j in range(3)]  # [j][a]
+    return [t for a in range(4) for t in _g_rows([along_h[j][a] for j in range(3)])]
 
 
 def input_tiles(x):
-    """``Bᵀ d B`` of every 4×4 tile (stride 2) of ``x`` padded by 1: ``(16, tiles, channels)``."""
+    """``Bᵀ d B`` of every 4×4 tile (stride 2) of ``x`` padded by 1: 16 arrays ``(tiles, channels)``.
+
+    Kept as 16 arrays: stacked into one, XLA:CPU wrote them and then copied them into the
+    stack (128 channels at 28²: 4.0 → 1.9 ms)."""
     h, w, c = x.shape[1:]
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    rows = [padded[:, a:a + h:2] for a in range(4)]
-    rows = [rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3]]
     tiles = []
-    for r in rows:
-        cols = [r[:, :, b:b + w:2] for b in range(4)]
-        tiles += [cols[0] - cols[2], cols[1] + cols[2], cols[2] - cols[1], cols[1] - cols[3]]
-    return jnp.stack(tiles).reshape(16, -1, c)
+    for r in _bt_rows([padded[:, a:a + h:2] for a in range(4)]):
+        tiles += _bt_rows([r[:, :, b:b + w:2] for b in range(4)])
+    return [t.reshape(-1, c) for t in tiles]
 
 
 def output_tiles(m, shape):
-    """``Aᵀ M A`` of every tile, laid back out as NHWC ``shape``."""
+    """``Aᵀ M A`` of every tile, from the 16 arrays ``m``, laid back out as NHWC ``shape``."""
     n, h, w, d = shape
-    m = m.reshape(4, 4, n, h // 2, w // 2, d)
-    rows = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
-    y = jnp.stack([jnp.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]]) for r in rows])
+    m = [t.reshape(n, h // 2, w // 2, d) for t in m]
+    along_h = [_at_rows([m[4 * a + b] for a in range(4)]) for b in range(4)]  # [b][i]
+    y = jnp.stack([jnp.stack(_at_rows([along_h[b][i] for b in range(4)])) for i in range(2)])  # [i][j]
     return y.transpose(2, 3, 0, 4, 1, 5).reshape(shape)
 
 
-def _convolve(x, u, spec):
-    products = jnp.einsum(spec, input_tiles(x), u)
-    return output_tiles(products, x.shape[:3] + (products.shape[-1],))
+def _convolve(x, u, transposed: bool):
+    """The 16 products ``V_p · U_p`` (``U_pᵀ`` when ``transposed``) as 16 dots: a batched dot
+    needed the stacked tiles above."""
+    products = [v @ (k.T if transposed else k) for v, k in zip(input_tiles(x), u)]
+    return output_tiles(products, x.shape[:3] + (products[0].shape[-1],))
 
 
 @jax.custom_vjp
@@ -90,12 +117,12 @@ def _winograd_conv(x, kernel):
 
 def _forward(x, kernel):
     u = transform_kernel(kernel)
-    return _convolve(x, u, "ptc,pcd->ptd"), (x, kernel, u)
+    return _convolve(x, u, transposed=False), (x, kernel, u)
 
 
 def _backward(saved, dy):
     x, kernel, u = saved
-    dx = _convolve(dy, u[FLIP_POSITIONS], "ptd,pcd->ptc")
+    dx = _convolve(dy, [u[p] for p in FLIP_POSITIONS], transposed=True)
     _, kernel_vjp = jax.vjp(lambda k: xla_conv3x3(x, k), kernel)
     return dx, kernel_vjp(dy)[0]
 
