@@ -13,9 +13,9 @@ Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → th
 56²: 112.6 → 61.3; 128 at 28²: 59.8 → 47.0; 512 at 7²: 59.6 → 53.2. In ResNet-50's train step
 (10–14 interleaved rounds in one process) 12–56 beat 12–32 (2,440 vs 2,475 ms); adding 7² (padded
 to 8²) was faster in one of three runs and slower in two. So sizes from 12 to 56 use it, odd ones
-padded by one zero row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's
-default differs from its highest precision. float32 only: bfloat16 transforms would round where a
-direct convolution accumulates in float32.
+padded by one zero row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest
+output, as much as XLA's default differs from its highest precision. float32 only: bfloat16
+transforms would round where a direct convolution accumulates in float32.
 """
 
 from __future__ import annotations
