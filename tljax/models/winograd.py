@@ -6,14 +6,15 @@ products become 16 matrix products ``V_p · U_p`` (tiles × in by in × out); th
 additions of slices that XLA fuses. The 16 positions stay 16 separate arrays and dots: stacked,
 XLA:CPU copied the input tiles once more into the stack. The input gradient is the same convolution
 of ``dy`` with the flipped, transposed kernel, so it is computed the same way; the kernel gradient
-stays XLA's own: Winograd's was 4–7 ms faster at 28² and 14² but 4.7e-6 of its largest value
-away from the exact gradient at 28².
+stays XLA's own: Winograd's was 4–7 ms faster alone at 28² and 14², but no faster in ResNet-50's
+step (2,510 vs 2,519 ms) and 4.7e-6 of its largest value away from the exact gradient at 28².
 
 Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → this): 64 channels at
 56²: 112.6 → 61.3; 128 at 28²: 59.8 → 47.0; 512 at 7²: 59.6 → 53.2. In ResNet-50's train step
-(10–14 interleaved rounds in one process) 12–56 beat 12–32 (2,440 vs 2,475 ms); adding 7² (padded
-to 8²) was faster in one of three runs and slower in two. So sizes from 12 to 56 use it, odd ones
-padded by one zero row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest
+(16–18 rounds in one process, rotating which variant follows PyTorch's step) 12–56 took 2,403 vs
+2,443 ms with 12–32 in one run and 2,486 vs 2,470 in another; adding 7² (padded to 8²) was faster
+in one of three runs and slower in two. So sizes from 12 to 56 use it, odd ones padded by one zero
+row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest
 output, as much as XLA's default differs from its highest precision. float32 only: bfloat16
 transforms would round where a direct convolution accumulates in float32.
 """

@@ -20,13 +20,12 @@ FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay
 # XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; its own (Eigen) convolutions
 # are faster for ResNet's 3×3 ones (3×3, 64 channels at 56², fwd + both grads: 81 vs 132 ms; the
 # ResNet-50 train step with the default took 1.06× as long, interleaved in one process). Dots and
-# reductions stay on YNNPACK (reductions on Eigen: 1.40×). XLA's own element-wise loops use the
-# full 512-bit vectors where the CPU has them (it prefers 256 by default): ResNet-50 step 2,574 →
-# 2,522 ms (14 interleaved rounds; MiniLM 884 → 876 ms); without AVX-512 the option changes
-# nothing. A jaxlib that lacks one of these options compiles with its defaults.
+# reductions stay on YNNPACK (reductions on Eigen: 1.40×). 512-bit vectors for XLA's own element-wise
+# loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 vs 2,519 ms with them, in a run that
+# rotates which variant follows PyTorch's step. A jaxlib that lacks an option here compiles with its
+# defaults.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
-                        "xla_cpu_prefer_vector_width": 512}
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def make_mesh(axes=None, devices=None) -> Mesh:
