@@ -21,9 +21,9 @@ FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay
 # are faster for ResNet's 3×3 ones (3×3, 64 channels at 56², fwd + both grads: 81 vs 132 ms; the
 # ResNet-50 train step with the default took 1.06× as long, interleaved in one process). Dots and
 # reductions stay on YNNPACK (reductions on Eigen: 1.40×). 512-bit vectors for XLA's own element-wise
-# loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 vs 2,519 ms with them, in a run that
-# rotates which variant follows PyTorch's step. A jaxlib that lacks an option here compiles with its
-# defaults.
+# loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 ms with them vs 2,519 without, and
+# 2,486 vs 2,385, in runs that rotate which variant follows PyTorch's step. A jaxlib that lacks an
+# option here compiles with its defaults.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
