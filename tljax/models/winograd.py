@@ -14,9 +14,9 @@ Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → th
 (16–18 rounds in one process, rotating which variant follows PyTorch's step) 12–56 took 2,403 vs
 2,443 ms with 12–32 in one run and 2,486 vs 2,470 in another; adding 7² (padded to 8²) was faster
 in one of three runs and slower in two. So sizes from 12 to 56 use it, odd ones padded by one zero
-row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest
-output, as much as XLA's default differs from its highest precision. float32 only: bfloat16
-transforms would round where a direct convolution accumulates in float32.
+row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as
+XLA's default differs from its highest precision. float32 only: bfloat16 transforms would round
+where a direct convolution accumulates in float32.
 """
 
 from __future__ import annotations
