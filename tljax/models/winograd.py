@@ -101,7 +101,8 @@ def output_tiles(m, shape):
 
     Output pixel ``(2r + i, 2c + j)`` is tile ``(r, c)``'s ``(i, j)``: stacking the four on axes
     placed where NHWC wants them makes the result a reshape. Stacked in front and transposed, the
-    output was written twice (ResNet-50's step: 2,560 → 2,497 ms)."""
+    output was written twice (ResNet-50's step, two rotated runs: 2,560 → 2,497 and 2,529 → 2,517 ms;
+    alone, forward + both gradients at 56²: 75.5 → 73.4 ms)."""
     n, h, w, d = shape
     m = [t.reshape(n, h // 2, w // 2, d) for t in m]
     along_h = [_at_rows([m[4 * a + b] for a in range(4)]) for b in range(4)]  # [b][i]
