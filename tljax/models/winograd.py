@@ -12,9 +12,10 @@ step (2,510 vs 2,519 ms) and 4.7e-6 of its largest value away from the exact gra
 Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → this): 64 channels at
 56²: 112.6 → 61.3; 128 at 28²: 59.8 → 47.0; 512 at 7²: 59.6 → 53.2. In ResNet-50's train step
 (16–18 rounds in one process, rotating which variant follows PyTorch's step) 12–56 took 2,403 vs
-2,443 ms with 12–32 in one run and 2,486 vs 2,470 in another; adding 7² (padded to 8²) was faster
-in one of three runs and slower in two. So sizes from 12 to 56 use it, odd ones padded by one zero
-row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as
+2,443 ms with 12–32 in one run and 2,486 vs 2,470 in another. Adding 7² (padded to 8²) was faster
+in one of three runs and slower in two while the output tiles were transposed into place; once they
+were stacked in place (``output_tiles``) it was faster in both runs, 2,590 vs 2,639 and 2,655 vs
+2,685 ms. So sizes from 7 to 56 use it, odd ones padded by one zero row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as
 XLA's default differs from its highest precision. float32 only: bfloat16 transforms would round
 where a direct convolution accumulates in float32.
 """
@@ -29,7 +30,7 @@ from jax import lax
 from tljax.models.dots import on_xla_cpu
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-MIN_SIZE, MAX_SIZE = 12, 56  # spatial sizes that take the Winograd route (see above)
+MIN_SIZE, MAX_SIZE = 7, 56  # spatial sizes that take the Winograd route (see above)
 # G applied to a kernel flipped in space (G·J·g) is G with rows 0 and 3 swapped applied to the kernel
 # (P·G·g): the input gradient's transformed kernel is the forward's with its 16 positions permuted.
 FLIPPED = np.array([3, 1, 2, 0])
