@@ -14,10 +14,12 @@ Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → th
 (16–18 rounds in one process, rotating which variant follows PyTorch's step) 12–56 took 2,403 vs
 2,443 ms with 12–32 in one run and 2,486 vs 2,470 in another. Adding 7² (padded to 8²) was faster
 in one of three runs and slower in two while the output tiles were transposed into place; once they
-were stacked in place (``output_tiles``) it was faster in both runs, 2,590 vs 2,639 and 2,655 vs
-2,685 ms. So sizes from 7 to 56 use it, odd ones padded by one zero row or column. It differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as
-XLA's default differs from its highest precision. float32 only: bfloat16 transforms would round
-where a direct convolution accumulates in float32.
+were stacked in place (``output_tiles``) it was faster in two runs and slower in a third (2,590 vs
+2,639, 2,655 vs 2,685 and 2,473 vs 2,458 ms): −21 ms on average, within the ±3 % that separate runs
+move. So sizes from 7 to 56 use it, odd ones padded by one zero row or column. It differs from
+XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's default differs from its highest
+precision. float32 only: bfloat16 transforms would round where a direct convolution accumulates in
+float32.
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ def output_tiles(m, shape):
 
     Output pixel ``(2r + i, 2c + j)`` is tile ``(r, c)``'s ``(i, j)``: stacking the four on axes
     placed where NHWC wants them makes the result a reshape. Stacked in front and transposed, the
-    output was written twice (ResNet-50's step, two rotated runs: 2,560 → 2,497 and 2,529 → 2,517 ms;
-    alone, forward + both gradients at 56²: 75.5 → 73.4 ms)."""
+    output was written twice (ResNet-50's step, three rotated runs: 2,560 → 2,497, 2,529 → 2,517 and
+    2,475 → 2,458 ms; alone, forward + both gradients at 56²: 75.5 → 73.4 ms)."""
     n, h, w, d = shape
     m = [t.reshape(n, h // 2, w // 2, d) for t in m]
     along_h = [_at_rows([m[4 * a + b] for a in range(4)]) for b in range(4)]  # [b][i]
