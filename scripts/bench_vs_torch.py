@@ -316,7 +316,7 @@ def markdown(rows, meta) -> str:
             extra = f" (PyTorch: {r['torch_value']:.2f})" if r.get("torch_value") is not None else ""
             lines.append(f"- {r['name']}: **{r['value']:.3g}**{extra}")
     lines.append("\nMFU divides XLA's FLOP count of tljax's step by each side's step time and the peak; on CPU "
-                 "tljax's stride-1 3×3 convolutions at 7²–56² are Winograd's, which count fewer multiplies "
+                 "tljax's stride-1 3×3 convolutions at 12²–56² are Winograd's, which count fewer multiplies "
                  "than a direct convolution, so both MFU columns read below a nominal-FLOP MFU.")
     lines.append("Peak RSS is the whole process (both frameworks' models resident) during that side's steps. The JSON's "
                  "`*_step_rss_mib` is the rise above the RSS before the step; allocators that keep freed memory "

@@ -28,7 +28,6 @@ def operands(n, h, w, c, d, dtype=jnp.float32, seed=0):
 @pytest.mark.skipif(not on_xla_cpu(), reason="the Winograd route is XLA:CPU's")
 @pytest.mark.parametrize("shape", [(2, 14, 14, 8, 5), (3, 28, 12, 4, 6), (1, 16, 32, 16, 16),
                                    (2, 13, 15, 4, 6),  # odd sizes: one zero row and column, cropped
-                                   (2, 7, 7, 8, 4),    # ResNet-50's smallest, padded to 8²
                                    (1, 56, 56, 4, 4)])
 def test_values_and_both_gradients_equal_the_convolution(shape):
     x, kernel, dy = operands(*shape)
@@ -42,7 +41,7 @@ def test_values_and_both_gradients_equal_the_convolution(shape):
 
 
 @pytest.mark.parametrize("shape,strides,dtype", [
-    ((2, 6, 6, 4, 4), 1, jnp.float32),     # smaller than measured (ResNet-50's smallest is 7²)
+    ((2, 7, 7, 4, 4), 1, jnp.float32),     # small: padded tiles, no faster in ResNet-50's step
     ((1, 64, 64, 4, 4), 1, jnp.float32),   # larger than measured (ResNet-50's largest is 56²)
     ((2, 14, 14, 4, 4), 2, jnp.float32),   # strided
     ((2, 14, 14, 4, 4), 1, jnp.bfloat16),  # bfloat16 transforms would round

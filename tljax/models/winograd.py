@@ -16,7 +16,8 @@ Measured alone (batch 16, forward + both gradients, ms, XLA's convolution → th
 in one of three runs and slower in two while the output tiles were transposed into place; once they
 were stacked in place (``output_tiles``) it was faster in two runs and slower in a third (2,590 vs
 2,639, 2,655 vs 2,685 and 2,473 vs 2,458 ms): −21 ms on average, within the ±3 % that separate runs
-move. So sizes from 7 to 56 use it, odd ones padded by one zero row or column. It differs from
+move, and the digits demo's 8² convolutions, which it would also take, made that demo slower (3 min
+16 s vs 2 min 41 s). So sizes from 12 to 56 use it, odd ones padded by one zero row or column. It differs from
 XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's default differs from its highest
 precision. float32 only: bfloat16 transforms would round where a direct convolution accumulates in
 float32.
@@ -32,7 +33,7 @@ from jax import lax
 from tljax.models.dots import on_xla_cpu
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-MIN_SIZE, MAX_SIZE = 7, 56  # spatial sizes that take the Winograd route (see above)
+MIN_SIZE, MAX_SIZE = 12, 56  # spatial sizes that take the Winograd route (see above)
 # G applied to a kernel flipped in space (G·J·g) is G with rows 0 and 3 swapped applied to the kernel
 # (P·G·g): the input gradient's transformed kernel is the forward's with its 16 positions permuted.
 FLIPPED = np.array([3, 1, 2, 0])
