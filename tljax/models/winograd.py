@@ -17,10 +17,10 @@ in one of three runs and slower in two while the output tiles were transposed in
 were stacked in place (``output_tiles``) it was faster in two runs and slower in a third (2,590 vs
 2,639, 2,655 vs 2,685 and 2,473 vs 2,458 ms): −21 ms on average, within the ±3 % that separate runs
 move, and the digits demo's 8² convolutions, which it would also take, made that demo slower (3 min
-16 s vs 2 min 41 s). So sizes from 12 to 56 use it, odd ones padded by one zero row or column. It differs from
-XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's default differs from its highest
-precision. float32 only: bfloat16 transforms would round where a direct convolution accumulates in
-float32.
+16 s vs 2 min 41 s). So sizes from 12 to 56 use it, odd ones padded by one zero row or column. It
+differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's default differs
+from its highest precision. float32 only: bfloat16 transforms would round where a direct
+convolution accumulates in float32.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def output_tiles(m, shape):
     n, h, w, d = shape
     m = [t.reshape(n, h // 2, w // 2, d) for t in m]
     along_h = [_at_rows([m[4 * a + b] for a in range(4)]) for b in range(4)]  # [b][i]
-    rows = [jnp.stack(_at_rows([along_h[b][i] for b in range(4)]), axis=3) for i in range(2)]  # (n, r, c, j, d)
+    rows = [jnp.stack(_at_rows([along_h[b][i] for b in range(4)]), axis=3)  # (n, r, c, j, d)
+            for i in range(2)]
     return jnp.stack(rows, axis=2).reshape(shape)  # (n, r, i, c, j, d)
 
 
