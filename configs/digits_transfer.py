@@ -5,8 +5,8 @@
 Pre-trains a small ResNet on sklearn digits 0–4 (saved in ``runs/digits/source``, reused
 when present), then trains on digits 5–9 with ``target_labels_per_class`` labels per class
 using ``strategy`` and, for comparison, each of ``compare``. Measured on 2 CPU cores: 2 min 41 s
-to 3 min with the install; test accuracy (846 held-out digits) full FT 0.941, scratch 0.935, linear probe
-0.863 (one run; see the README for how much such a run moves).
+to 3 min with the install; test accuracy (846 held-out digits) full FT 0.941, scratch 0.935,
+linear probe 0.863 (one run; see the README for how much such a run moves).
 """
 
 import ml_collections
