@@ -4,7 +4,10 @@
 arrays: the pool cost 148 ms of a 2.8 s ResNet-50 train step (batch 16, 224²; PyTorch's ≈ 50).
 Here the backward routes each output's gradient to the first maximum of its window (as
 PyTorch and ``select_and_scatter`` do) with 9 strided compares and pads that XLA fuses:
-step −107 ms (interleaved A/B, one process). Same values as ``nn.max_pool``.
+step −107 ms (interleaved A/B, one process). Same values as ``nn.max_pool``, up to the order in
+which overlapping windows' gradients are summed (≈ 1e-7 of the largest). Keeping each window's
+index from the forward pass was twice as fast alone but not in the step: XLA recomputed the
+index inside the backward's fusions (``PERFORMANCE.md``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ move, and the digits demo's 8² convolutions, which it would also take, made tha
 differs from XLA's convolution by ≈ 1e-6 of the largest output, as much as XLA's default differs
 from its highest precision. float32 only: bfloat16 transforms would round where a direct
 convolution accumulates in float32.
+F(4×4, 3×3), with 36 products per 16 outputs, was no faster (alone on one core: 112 vs 104 ms at
+56², 114 vs 74 at 14²) and 10–20× less accurate.
 """
 
 from __future__ import annotations
