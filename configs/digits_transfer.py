@@ -50,7 +50,9 @@ def get_config(arg=None):
     config.mesh = (("data", -1),)
     config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
     config.min_free_mb = 200  # refuse to start with less free disk in the workdir
-    config.host_malloc = "keep"  # glibc keeps freed memory for the next step (no page faults); or "default"
+    # "auto": jemalloc where installed (the run restarts under it), else glibc keeping freed memory for the
+    # next step ("keep": no page faults); or "jemalloc", "default" (tljax/train/host_memory.py)
+    config.host_malloc = "auto"
 
     # Pre-training on the source task: these fields replace the ones above for that run.
     config.source = ml_collections.ConfigDict(dict(

@@ -123,7 +123,7 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=1)
     args = p.parse_args(argv)
-    malloc_kept = host_memory.configure("keep")  # as python -m tljax.train does
+    malloc = host_memory.configure("auto", restart=argv is None)  # as python -m tljax.train does
     overrides = {"widths": (8, 16, 32)} if args.quick else {}
     arch = "resnet_digits" if args.quick else args.arch
     batch_size, size = (8, 16) if args.quick else (args.batch, args.image_size)
@@ -139,8 +139,8 @@ def main(argv=None):
             "versions": f"python {platform.python_version()}, jax {jax.__version__}",
             "step": f"{arch} full FT, AdamW, batch {batch_size}, {size}²",
             "timing": f"{args.warmup} warm-up rep(s), then {reps} interleaved reps, medians; 1-min load average "
-                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end; host_malloc=keep "
-                      f"{'applied' if malloc_kept else 'not available'}", "quick": args.quick}
+                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end; malloc: "
+                      f"{malloc} (tljax.train.host_memory)", "quick": args.quick}
     report.write_benchmark(args.out, "bench_options", {"rows": rows, **meta}, markdown(rows, meta))
     return 0
 

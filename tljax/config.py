@@ -23,7 +23,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "linear", "constant"),
     "dtype": ("float32", "bfloat16"),  # compute dtype; parameters and optimizer state stay float32
     "nan_policy": ("stop", "skip"),
-    "host_malloc": ("keep", "default"),
+    "host_malloc": ("auto", "jemalloc", "keep", "default"),  # tljax.train.host_memory
 }
 POSITIVE = ("batch_size", "num_steps", "lr", "eval_batch_size", "grad_accum")
 NON_NEGATIVE = ("wd", "warmup_steps", "ckpt_every", "log_every", "min_free_mb")

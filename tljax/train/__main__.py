@@ -14,7 +14,8 @@ def main(argv=None):
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-save chatter
     try:
         config, workdir = parse_args(sys.argv[1:] if argv is None else argv)
-        host_memory.configure(config.get("host_malloc", "keep"))  # before any thread allocates
+        # before any thread allocates; a command line (not a call with argv) may restart under jemalloc
+        host_memory.configure(config.get("host_malloc", "auto"), restart=argv is None)
         distributed.initialize(config)  # before any device is touched; no-op for one process
     except (ValueError, KeyError, FileNotFoundError) as e:
         sys.exit(f"error: {e.args[0] if e.args else e}")

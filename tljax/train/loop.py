@@ -21,7 +21,7 @@ from tqdm import tqdm
 from tljax import checkpoint, data, evaluate, lora, models, optim, strategies
 from tljax import params as P
 from tljax.metrics import classification_metrics
-from tljax.train import faults, report
+from tljax.train import faults, host_memory, report
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -176,6 +176,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "dtype": config.get("dtype", "float32"),
         "grad_accum": config.get("grad_accum", 1),
         "remat": config.get("remat", False),
+        "host_malloc": host_memory.runs_on(),
         **report.memory_usage(),
     }
     log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
