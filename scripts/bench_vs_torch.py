@@ -292,6 +292,7 @@ MALLOC_SAYS = {"jemalloc": "jemalloc keeping freed pages (LD_PRELOAD) for both f
                "keep": "glibc keeps freed memory (1 arena, no mmap, no trim) for both frameworks",
                "default": "malloc as it is"}
 
+
 def markdown(rows, meta) -> str:
     gpu = any("tljax_gpu_peak_mib" in r for r in rows)
     lines = [f"# tljax vs PyTorch, one run ({meta['date']})", "", f"Machine: {meta['machine']}; peak: {meta['peak_how']}.",

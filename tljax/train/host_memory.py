@@ -10,9 +10,10 @@ ResNet-50 step on 2 cores. One arena, no mmap and no trimming keep the memory fo
 That heap is then gigabytes of free blocks of every size, and XLA:CPU's runtime also mallocs
 ≈ 10,000 scratch blocks per ResNet-50 step (YNNPACK's buffers, oneDNN's GEMM workspaces): glibc
 spent 4 % of all CPU time of the step finding them a place (``perf``: ``_int_malloc``). jemalloc,
-told to keep freed pages (``JEMALLOC_CONF``), has neither cost: the step ran 2,314 vs 2,569 ms
-against an unchanged PyTorch step (2,664 vs 2,684 ms) in two runs of ``scripts/bench_vs_torch.py``,
-one with each malloc; alone, at 3.3–4.8 GB peak RSS instead of 3.1. It must be loaded when the process starts, so
+told to keep freed pages (``JEMALLOC_CONF``), has neither cost: ResNet-50's step took 2,334 instead
+of 2,511 ms (medians over 5 and 4 alternating processes) at 3.3–4.8 GB peak RSS instead of 3.1,
+and 0.86 and 0.88 of PyTorch's in ``scripts/bench_vs_torch.py`` (the last two runs on glibc: 0.93
+and 0.95), PyTorch's step unchanged. It must be loaded when the process starts, so
 ``configure(..., restart=True)`` (what ``python -m tljax.train`` and the benchmarks do) starts
 the same command again with ``LD_PRELOAD`` set; a process that cannot restart keeps glibc.
 The price of both: the process keeps its peak memory until it exits.
