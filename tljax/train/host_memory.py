@@ -13,10 +13,11 @@ spent 4 % of all CPU time of the step finding them a place (``perf``: ``_int_mal
 told to keep freed pages (``JEMALLOC_CONF``), has neither cost: ResNet-50's step took 2,334 instead
 of 2,511 ms (medians over 5 and 4 alternating processes) at 3.3–4.8 GB peak RSS instead of 3.1,
 and 0.86 and 0.88 of PyTorch's in ``scripts/bench_vs_torch.py`` (the last two runs on glibc: 0.93
-and 0.95), PyTorch's step unchanged. It must be loaded when the process starts, so
-``configure(..., restart=True)`` (what ``python -m tljax.train`` and the benchmarks do) starts
-the same command again with ``LD_PRELOAD`` set; a process that cannot restart keeps glibc.
-The price of both: the process keeps its peak memory until it exits.
+and 0.95), PyTorch's step unchanged; all on a Zen 4 (AVX-512). On a Zen 3 (AVX2) glibc, jemalloc
+and tcmalloc timed within the noise of each other (PERFORMANCE.md). It must be loaded when the
+process starts, so ``configure(..., restart=True)`` (what ``python -m tljax.train`` and the
+benchmarks do) starts the same command again with ``LD_PRELOAD`` set; a process that cannot
+restart keeps glibc. The price of both: the process keeps its peak memory until it exits.
 """
 
 from __future__ import annotations
