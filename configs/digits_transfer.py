@@ -53,6 +53,8 @@ def get_config(arg=None):
     # "auto": jemalloc where installed (the run restarts under it), else glibc keeping freed memory for the
     # next step ("keep": no page faults); or "jemalloc", "default" (tljax/train/host_memory.py)
     config.host_malloc = "auto"
+    # compiled steps kept on disk for the next run (JAX's persistent cache); "" compiles every time
+    config.compilation_cache = "~/.cache/tljax/xla"
 
     # Pre-training on the source task: these fields replace the ones above for that run.
     config.source = ml_collections.ConfigDict(dict(

@@ -57,4 +57,5 @@ def get_config():
     config.mesh = (("data", -1),)  # (("data", 2), ("fsdp", -1)): also split parameters and optimizer state
     config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
     config.min_free_mb = 200  # refuse to start with less free disk in the workdir
+    config.compilation_cache = "~/.cache/tljax/xla"  # compiled steps kept for the next run; "": off
     return config

@@ -48,6 +48,7 @@ def get_config():
     config.mesh = (("data", -1),)  # (("data", 2), ("fsdp", -1)): also split parameters and optimizer state
     config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
     config.min_free_mb = 200  # refuse to start with less free disk in the workdir
+    config.compilation_cache = "~/.cache/tljax/xla"  # compiled steps kept for the next run; "": off
 
     config.source = ml_collections.ConfigDict(dict(
         data=dict(source="tfds:mnist", train_split="train", test_split="test", data_dir="", train_examples=0),

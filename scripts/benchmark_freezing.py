@@ -9,6 +9,8 @@ interrupted benchmark resumes. A strategy written ``name+cache`` runs with
 runs that cell from another config file (``configs/bench_methods.py``: one benchmark of several
 methods, with ``bench.baselines`` listing each method's gain over its plain baseline). Writes ``results.csv``, ``results.json``, ``results.md``
 (mean ± std over seeds) and two plots: accuracy vs trainable parameters and vs train time.
+"compile s" counts a load from ``config.compilation_cache`` where an earlier cell (or run) compiled
+the same step; ``--override compilation_cache=`` (empty) makes every cell compile afresh.
 """
 
 from __future__ import annotations

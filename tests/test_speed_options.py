@@ -156,6 +156,37 @@ def test_cpu_compiler_options_are_applied_and_unknown_ones_are_dropped(monkeypat
     assert D.compile_for(lowered, mesh)(jnp.ones(3)).shape == (3,)  # a jaxlib without the option still compiles
 
 
+@pytest.mark.slow
+def test_compilation_cache_serves_a_rerun_in_another_process_without_compiling(tmp_path):
+    """A second process (another hash seed, another workdir) finds every program the first one
+    compiled: the cache gains no entry, and the run's results are the same."""
+    import json
+
+    from conftest import run_train
+
+    cache = tmp_path / "xla"
+    cache_all = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # not only compiles of >= 1 s
+    run_train(tmp_path / "a", f"--config.compilation_cache={cache}", env={**cache_all, "PYTHONHASHSEED": "1"})
+    first = sorted(p.name for p in cache.glob("*-cache"))
+    run_train(tmp_path / "b", f"--config.compilation_cache={cache}", env={**cache_all, "PYTHONHASHSEED": "3"})
+    assert len(first) >= 3 and sorted(p.name for p in cache.glob("*-cache")) == first
+    a, b = (json.load(open(tmp_path / run / "summary.json")) for run in "ab")
+    assert b["compilation_cache"] == str(cache) and b["accuracy"] == a["accuracy"] and b["f1_macro"] == a["f1_macro"]
+
+
+def test_unwritable_compilation_cache_is_a_config_error_before_training(tmp_path):
+    from conftest import run_train
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="config.compilation_cache=.*a_file/xla.*cannot write there"):
+        D.use_compilation_cache(str(tmp_path / "a_file" / "xla"))
+    result = run_train(tmp_path / "run", f"--config.compilation_cache={tmp_path / 'a_file'}", check=False)
+    assert result.returncode != 0 and "compilation_cache" in result.stderr and "--config.compilation_cache=''" in result.stderr
+    assert not (tmp_path / "run" / "ckpt").exists()
+    D.use_compilation_cache("")  # off: nothing set
+    assert D.compilation_cache_dir() is None
+
+
 REALLOCATE = """
 import resource, sys
 import numpy as np

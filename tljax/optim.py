@@ -157,7 +157,7 @@ def make_optimizer(config, strategy: Strategy, labels, total_steps: int, steps_p
     groups = plan_groups(config, strategy, labels, total_steps, steps_per_epoch)
     table = schedule_table(config)
     transforms: Dict[str, optax.GradientTransformation] = {}
-    for group in set(groups.values()):
+    for group in dict.fromkeys(groups.values()):  # first-seen order: the same program in every process
         transforms[group.name] = (optax.set_to_zero() if group.label == FROZEN
                                   else group_transform(group, config, table, total_steps, strategy.l2sp))
     names = P.unflatten({k: g.name for k, g in groups.items()})

@@ -5,7 +5,7 @@ import sys
 
 from tljax import distributed
 from tljax.config import parse_args
-from tljax.train import host_memory
+from tljax.train import devices, host_memory
 from tljax.train.faults import TrainingFault
 from tljax.train.job import run
 
@@ -17,6 +17,7 @@ def main(argv=None):
         # before any thread allocates; a command line (not a call with argv) may restart under jemalloc
         host_memory.configure(config.get("host_malloc", "auto"), restart=argv is None)
         distributed.initialize(config)  # before any device is touched; no-op for one process
+        devices.use_compilation_cache(config.get("compilation_cache", devices.DEFAULT_COMPILATION_CACHE))
     except (ValueError, KeyError, FileNotFoundError) as e:
         sys.exit(f"error: {e.args[0] if e.args else e}")
     try:

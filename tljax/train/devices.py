@@ -6,6 +6,7 @@ Nothing here knows what the step computes; ``tljax.train.step`` knows nothing ab
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -24,6 +25,8 @@ FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay
 # loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 ms with them vs 2,519 without, and
 # 2,486 vs 2,385, in runs that rotate which variant follows PyTorch's step. A jaxlib that lacks an
 # option here compiles with its defaults.
+DEFAULT_COMPILATION_CACHE = "~/.cache/tljax/xla"  # where ``python -m tljax.train`` keeps compiled steps
+
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
@@ -133,6 +136,35 @@ def compile_train_step(step_fn, state, batch, mesh: Mesh, shardings=None, donate
     lowered = jitted.lower(abstract_state, abstract(batch, data_sharding(mesh)))
     compiled = compile_for(lowered, mesh)
     return compiled, time.perf_counter() - start, flops_of(lowered)
+
+
+def use_compilation_cache(path: str, max_gb: float = 4.0) -> None:
+    """Keeps compiled programs in ``path`` (JAX's persistent cache; ``""``: off), so a rerun, the next
+    strategy on the same model or another process loads XLA's output instead of compiling again.
+
+    Only compiles of ≥ 1 s are kept (JAX's default); past ``max_gb`` the least recently used go.
+    Must run before the first compile. An unwritable folder is a config error, not a silent miss.
+    """
+    if not path:
+        return
+    folder = os.path.expanduser(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        ok = os.access(folder, os.W_OK)
+    except OSError as e:
+        ok, why = False, e.strerror
+    else:
+        why = "not writable"
+    if not ok:
+        raise ValueError(f"config.compilation_cache={path!r}: cannot write there ({why}); give a writable folder, "
+                         f"or --config.compilation_cache='' to compile every time")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_compilation_cache_max_size", int(max_gb * 2 ** 30))
+
+
+def compilation_cache_dir():
+    """The persistent cache compiled programs are kept in, or None."""
+    return jax.config.jax_compilation_cache_dir or None
 
 
 def compile_for(lowered, mesh: Mesh):

@@ -177,6 +177,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "grad_accum": config.get("grad_accum", 1),
         "remat": config.get("remat", False),
         "host_malloc": host_memory.runs_on(),
+        "compilation_cache": D.compilation_cache_dir(),
         **report.memory_usage(),
     }
     log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
@@ -201,8 +202,6 @@ def prepare(config, strategy, variables, epoch_steps: int):
     state = S.TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=variables["batch_stats"],
                          opt_state=tx.init(params))
     return state, tx, strategies.trainable_mask(groups), param_fn
-
-
 
 
 def opt_state_floats(opt_state) -> int:
