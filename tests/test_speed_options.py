@@ -181,7 +181,7 @@ def test_unwritable_compilation_cache_is_a_config_error_before_training(tmp_path
     with pytest.raises(ValueError, match="config.compilation_cache=.*a_file/xla.*cannot write there"):
         D.use_compilation_cache(str(tmp_path / "a_file" / "xla"))
     result = run_train(tmp_path / "run", f"--config.compilation_cache={tmp_path / 'a_file'}", check=False)
-    assert result.returncode != 0 and "compilation_cache" in result.stderr and "--config.compilation_cache=''" in result.stderr
+    assert result.returncode != 0 and "--config.compilation_cache=''" in result.stderr
     assert not (tmp_path / "run" / "ckpt").exists()
     D.use_compilation_cache("")  # off: nothing set
     assert D.compilation_cache_dir() is None

@@ -1,5 +1,6 @@
 """Where arrays live: the device mesh of ``config.mesh``, shardings of batches and state
-(replicated or FSDP-split), host copies, and the ahead-of-time jit of a step over the mesh.
+(replicated or FSDP-split), host copies, and the ahead-of-time jit of a step over the mesh
+(kept on disk for the next run by JAX's persistent compilation cache).
 
 Nothing here knows what the step computes; ``tljax.train.step`` knows nothing about devices.
 """
@@ -17,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp")
 FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay whole on every device
+DEFAULT_COMPILATION_CACHE = "~/.cache/tljax/xla"  # where ``python -m tljax.train`` keeps compiled steps
 
 # XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; its own (Eigen) convolutions
 # are faster for ResNet's 3×3 ones (3×3, 64 channels at 56², fwd + both grads: 81 vs 132 ms; the
@@ -25,8 +27,6 @@ FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay
 # loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 ms with them vs 2,519 without, and
 # 2,486 vs 2,385, in runs that rotate which variant follows PyTorch's step. A jaxlib that lacks an
 # option here compiles with its defaults.
-DEFAULT_COMPILATION_CACHE = "~/.cache/tljax/xla"  # where ``python -m tljax.train`` keeps compiled steps
-
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
