@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from tljax.train import faults
+
 
 MESH_AXES = ("data", "fsdp")
 FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay whole on every device
@@ -148,14 +150,8 @@ def use_compilation_cache(path: str, max_gb: float = 4.0) -> None:
     if not path:
         return
     folder = os.path.expanduser(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        ok = os.access(folder, os.W_OK)
-    except OSError as e:
-        ok, why = False, e.strerror
-    else:
-        why = "not writable"
-    if not ok:
+    why = faults.unwritable(folder)
+    if why:
         raise ValueError(f"config.compilation_cache={path!r}: cannot write there ({why}); give a writable folder, "
                          f"or --config.compilation_cache='' to compile every time")
     jax.config.update("jax_compilation_cache_dir", folder)

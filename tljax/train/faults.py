@@ -43,6 +43,19 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
+def unwritable(folder: str) -> Optional[str]:
+    """Why ``folder`` cannot be created or written to (a probe file is written and removed), or None."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write_test.{jax.process_index()}")  # processes may share the folder
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        return str(e)
+    return None
+
+
 def check_free_space(workdir: str, min_free_mb: float) -> None:
     """Refuses a workdir whose filesystem has less than ``min_free_mb`` MB free."""
     free_mb = shutil.disk_usage(workdir).free / 2**20

@@ -148,12 +148,7 @@ def fit_cached_probe(config, train, test, info, workdir: str, pretrained, model=
 
 def check_workdir(workdir: str, min_free_mb: float = faults.DEFAULT_MIN_FREE_MB) -> None:
     """Writable, with ``min_free_mb`` free on its disk: fails before anything is trained."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # processes may share workdir
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise SystemExit(f"workdir {workdir!r} is not writable ({e}); pick another --workdir") from None
+    why = faults.unwritable(workdir)
+    if why:
+        raise SystemExit(f"workdir {workdir!r} is not writable ({why}); pick another --workdir")
     faults.check_free_space(workdir, min_free_mb)
