@@ -61,6 +61,18 @@ def test_dropout_drops_the_rate_independently_and_scales_the_rest(rate):
         Dropout(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
 
 
+@pytest.mark.parametrize("key", [jax.random.PRNGKey(0), jax.random.fold_in(jax.random.PRNGKey(7), 3),
+                                 jax.random.key(5), jax.random.key(5, impl="rbg")], ids=["raw", "folded", "typed", "rbg"])
+def test_dropout_words_are_jax_random_bits(key):
+    """The unrolled Threefry gives JAX's own words, so masks are what ``jax.random.bits`` would draw."""
+    from tljax.models.dropout import threefry_words
+
+    for n in (1, 7, 4097, 100_001):
+        np.testing.assert_array_equal(np.asarray(threefry_words(key, n)), np.asarray(jax.random.bits(key, (n,), jnp.uint32)))
+    jitted = jax.jit(threefry_words, static_argnums=1)(key, 513)
+    np.testing.assert_array_equal(np.asarray(jitted), np.asarray(jax.random.bits(key, (513,), jnp.uint32)))
+
+
 def test_bert_config_errors():
     with pytest.raises(ValueError, match="absolute"):
         models.create("bert", config={**SMALL_BERT, "position_embedding_type": "relative_key"})

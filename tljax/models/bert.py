@@ -15,12 +15,13 @@ from typing import Any, Mapping, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models.activations import gelu
 from tljax.models.attention import SelfAttention
 from tljax.models.dots import Dense
 from tljax.models.dropout import Dropout
 
 ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu": gelu,
     "gelu_new": lambda x: nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
     "relu": nn.relu,

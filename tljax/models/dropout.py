@@ -6,6 +6,12 @@ dropout 105 of 1,024 ms). Splitting each word into two 16-bit halves halves it (
 same process, one run). The drop probability is rounded to a multiple of 1/65536
 (0.1 → 0.100006); ``rate`` otherwise means what it means in flax (scale kept values by
 ``1 / (1 - rate)``, draw from the ``'dropout'`` rng, nothing happens when ``deterministic``).
+
+The words are ``jax.random.bits(key, (n,), uint32)``, bit for bit, but computed by
+``threefry_words``: JAX lowers Threefry on CPU as a five-iteration while loop, which XLA cannot
+fuse, so the counters and words go through memory five times. Unrolled, the hash fuses into the
+select that uses it: dropout on MiniLM's attention probabilities (32 × 12 × 64 × 64, forward
+and backward, alone) took 3.3 instead of 6.9 ms.
 """
 
 from __future__ import annotations
@@ -15,9 +21,33 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 LEVELS = 2 ** 16
+ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32, 20 rounds (Salmon et al., 2011)
+
+
+def threefry_words(key: jax.Array, n: int) -> jax.Array:
+    """``jax.random.bits(key, (n,), jnp.uint32)`` with the Threefry rounds unrolled.
+
+    Falls back to ``jax.random.bits`` where the two could differ: a key of another PRNG
+    implementation, ``jax_threefry_partitionable`` off, or ``n`` ≥ 2³²."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if str(jax.random.key_impl(key)) != "threefry2x32":
+            return jax.random.bits(key, (n,), jnp.uint32)
+        key = jax.random.key_data(key)
+    if not jax.config.jax_threefry_partitionable or n >= 2 ** 32 or key.shape != (2,):
+        return jax.random.bits(key, (n,), jnp.uint32)
+    k0, k1 = key[0], key[1]
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    hi, lo = ks[0], lax.iota(jnp.uint32, n) + ks[1]  # counter i: high word 0, low word i
+    for i in range(5):
+        for r in ROTATIONS[i % 2]:
+            hi = hi + lo
+            lo = ((lo << np.uint32(r)) | (lo >> np.uint32(32 - r))) ^ hi
+        hi, lo = hi + ks[(i + 1) % 3], lo + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return hi ^ lo
 
 
 class Dropout(nn.Module):
@@ -30,7 +60,7 @@ class Dropout(nn.Module):
             raise ValueError(f"dropout rate {self.rate!r} must be in [0, 1)")
         if nn.merge_param("deterministic", self.deterministic, deterministic) or self.rate == 0.0:
             return x
-        words = jax.random.bits(self.make_rng("dropout"), ((x.size + 1) // 2,), jnp.uint32)
+        words = threefry_words(self.make_rng("dropout"), (x.size + 1) // 2)
         halves = lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[: x.size].reshape(x.shape)
         keep = halves >= min(round(self.rate * LEVELS), LEVELS - 1)
         return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)

@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models.activations import gelu
 from tljax.models.attention import SelfAttention
 from tljax.models.dots import Dense
 from tljax.models.dropout import Dropout
@@ -31,7 +32,7 @@ class EncoderBlock(nn.Module):
                           name="attention")(norm("norm1")(x), train=train)
         x = x + drop(y)
         y = Dense(self.mlp_dim, dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
-        y = Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(drop(nn.gelu(y, approximate=False)))
+        y = Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(drop(gelu(y)))
         return x + drop(y)
 
 
