@@ -22,15 +22,17 @@ MESH_AXES = ("data", "fsdp")
 FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay whole on every device
 DEFAULT_COMPILATION_CACHE = "~/.cache/tljax/xla"  # where ``python -m tljax.train`` keeps compiled steps
 
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default; its own (Eigen) convolutions
-# are faster for ResNet's 3×3 ones (3×3, 64 channels at 56², fwd + both grads: 81 vs 132 ms; the
-# ResNet-50 train step with the default took 1.06× as long, interleaved in one process). Dots and
-# reductions stay on YNNPACK (reductions on Eigen: 1.40×). 512-bit vectors for XLA's own element-wise
-# loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 ms with them vs 2,519 without, and
-# 2,486 vs 2,385, in runs that rotate which variant follows PyTorch's step. A jaxlib that lacks an
-# option here compiles with its defaults.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+# XLA:CPU (jaxlib 0.10) hands convolutions and dots to YNNPACK by default. Its own (Eigen)
+# convolutions are faster for ResNet's 3×3 ones (3×3, 64 channels at 56², fwd + both grads: 81 vs
+# 132 ms; the ResNet-50 train step with the default took 1.06× as long, interleaved in one process),
+# and so are its dots on the Zen 3: MiniLM's forward products 18–19 vs 22–26 ms at 2,048 × 384 ↔
+# 1,536 and 7.8 vs 10.4 ms at 384 → 384, the gradients alike; the train steps with every dot on
+# Eigen took 0.975 and 0.968 (MiniLM, 12 and 20 rotated rounds) and 0.93 (ResNet-50, 10) of those
+# with YNNPACK's. Reductions stay on YNNPACK (on Eigen: 1.40×). 512-bit vectors for XLA's own
+# element-wise loops (``xla_cpu_prefer_vector_width``) were no faster: 2,550 ms with them vs 2,519
+# without, and 2,486 vs 2,385, in runs that rotate which variant follows PyTorch's step. A jaxlib
+# that lacks an option here compiles with its defaults.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def make_mesh(axes=None, devices=None) -> Mesh:
