@@ -6,9 +6,9 @@ checkpoints are split by the converters. Softmax runs in float32 whatever the co
 
 Heads are moved in front of the length axis before the two products, and the padding mask is
 added to the scores as a bias (``finfo.min`` where masked, as Hugging Face does) rather than
-selected with ``where``: XLA:CPU then needs no transposes inside the batched products and one
-fusion less in the backward pass. The attention core of MiniLM-L6 (batch 32 × 64 tokens,
-forward and backward, alone) took 28 instead of 42 ms per layer.
+selected with ``where``. XLA:CPU runs that faster: the attention core of MiniLM-L6 (batch 32 ×
+64 tokens, forward and backward, alone) took 32.7 ms per layer with the heads moved and 28.2
+with the bias too, against 41.7 for the (batch, length, head, dim) products and ``where``.
 """
 
 from __future__ import annotations
