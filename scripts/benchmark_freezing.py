@@ -140,9 +140,14 @@ def gains(agg, baselines) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(agg, out):
-    import matplotlib  # noqa: PLC0415
-
+def plot(agg, out) -> int:
+    """Writes the two plots; without matplotlib (the ``bench`` extra) says so and writes none."""
+    try:
+        import matplotlib  # noqa: PLC0415
+    except ImportError:
+        print("no plots: matplotlib is not installed (pip install -e '.[bench]'); the tables are written",
+              file=sys.stderr)
+        return 0
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
@@ -160,6 +165,7 @@ def plot(agg, out):
         fig.tight_layout()
         fig.savefig(os.path.join(out, name), dpi=120)
         plt.close(fig)
+    return 2
 
 
 def machine() -> str:
@@ -204,9 +210,9 @@ def main():
     table = markdown(agg, info) + cache_speedup(agg) + gains(agg, bench.get("baselines", ()))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
-    plot(agg, args.out)
+    plots = plot(agg, args.out)
     print(table)
-    print(f"wrote {args.out}/results.{{csv,json,md}} and 2 plots in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {args.out}/results.{{csv,json,md}} and {plots} plots in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
