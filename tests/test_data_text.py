@@ -79,3 +79,74 @@ def test_csv_with_quotes_and_string_labels_through_load_splits(tmp_path):
     assert info["label_names"] == ["a", "b"] and tr["label"].tolist() == [1, 0, 1]
     assert info["buckets"] == (8, 16) and info["train_examples"] == info["test_examples"] == 3
     assert tr["input_ids"].shape == (3, 16)
+
+
+# Malformed files: each error is a DataFormatError (a ValueError) naming the file and line and what to do.
+
+def read(path, delimiter="\t", **kw):
+    return text_files.read_rows(path, delimiter, "sentence", "label", **kw)
+
+
+def test_empty_file_says_empty_not_has_header(tmp_path):
+    empty = write(tmp_path / "empty.tsv", "")
+    with pytest.raises(text_files.DataFormatError, match=r"empty\.tsv:1: the file is empty") as err:
+        read(empty)
+    assert "has_header=False" not in str(err.value)
+
+
+def test_header_only_train_file_is_blamed_on_the_train_file(tmp_path):
+    import ml_collections
+
+    from tljax import data
+
+    train = write(tmp_path / "train.tsv", "sentence\tlabel\n")
+    test = write(tmp_path / "test.tsv", "sentence\tlabel\nfine\t1\n")
+    cfg = ml_collections.ConfigDict(dict(source="text_tsv", train_path=train, test_path=test,
+                                         tokenizer=minilm_folder(), max_len=16))
+    with pytest.raises(text_files.DataFormatError, match=r"train\.tsv:1: .*no data rows"):
+        data.load_splits(cfg, 0)
+
+
+def test_non_utf8_bytes_name_file_line_and_say_reencode(tmp_path):
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes(b"sentence\tlabel\ngood\t1\n" + "caf\u00e9 cr\u00e8me\t0\n".encode("latin-1") + b"x\t1\n" * 5000)
+    with pytest.raises(text_files.DataFormatError, match=r"latin1\.tsv:3: .*0xe9.*re-encode the file as UTF-8"):
+        read(str(path))
+
+
+def test_field_over_the_csv_limit_names_line_and_the_limit(tmp_path):
+    long = write(tmp_path / "long.tsv", "sentence\tlabel\nshort\t1\n" + "w " * 70_000 + "\t0\n")
+    with pytest.raises(text_files.DataFormatError, match=r"long\.tsv:3: .*131072.*csv\.field_size_limit"):
+        read(long)
+
+
+def test_unclosed_csv_quote_names_the_line_where_it_opens(tmp_path):
+    bad = write(tmp_path / "quote.csv", 'sentence,label\nok,a\n"never closed,b\nmore,a\nlast,b\n')
+    with pytest.raises(text_files.DataFormatError, match=r"quote\.csv:3: .*quote"):
+        read(bad, ",")
+
+
+def test_stray_quote_after_a_quoted_csv_field(tmp_path):
+    bad = write(tmp_path / "stray.csv", 'sentence,label\nok,a\n"half" quoted,b\n')
+    with pytest.raises(text_files.DataFormatError, match=r"stray\.csv:3: .*quote"):
+        read(bad, ",")
+
+
+def test_missing_label_names_file_and_line(tmp_path):
+    bad = write(tmp_path / "nolabel.tsv", "sentence\tlabel\na\t1\nb\t \n")
+    with pytest.raises(text_files.DataFormatError, match=r"nolabel\.tsv:3: empty label"):
+        read(bad)
+
+
+def test_one_non_integer_label_among_integers_names_file_and_line(tmp_path):
+    path = write(tmp_path / "mixed.tsv", "sentence\tlabel\na\t0\nb\t1\nc\tpositive\nd\t1\n")
+    texts, labels, lines = read(path)
+    with pytest.raises(text_files.DataFormatError, match=r"mixed\.tsv:4: label 'positive' is not an integer"):
+        text_files.infer_label_names(labels, path, lines)
+    assert text_files.infer_label_names(["1", "0"]) == ("0", "1")
+
+
+def test_corrupt_tokenizer_file_names_the_file(tmp_path):
+    bad = write(tmp_path / "tokenizer.json", '{"version": "1.0", "model": ')
+    with pytest.raises(ValueError, match=r"tokenizer\.json.*tokenizers"):
+        text.load_tokenizer(bad, 16)

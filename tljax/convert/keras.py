@@ -7,6 +7,7 @@ table only renames layers: ``block3_conv2`` → ``conv3_2``, ``fc1``/``fc2`` →
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Dict, List, Tuple
 
@@ -29,11 +30,25 @@ def _text(x) -> str:
 
 
 def read_layers(path) -> Dict[str, List[np.ndarray]]:
-    """``{layer name: [arrays in Keras order]}`` from either h5 layout (empty layers left out)."""
+    """``{layer name: [arrays in Keras order]}`` from either h5 layout (empty layers left out).
+
+    A missing file raises ``FileNotFoundError``; one h5py cannot read raises a ``ValueError`` naming it.
+    """
     import h5py
 
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such Keras .h5 weights file")
+    try:
+        return _read_layers(h5py.File(path, "r"), path)
+    except (OSError, KeyError, RuntimeError) as err:  # h5py's errors for a truncated or corrupt file
+        reason = " ".join(str(err).split())
+        raise ValueError(f"{path}: cannot read it as Keras weights in HDF5 (.h5); the file is truncated or "
+                         f"corrupt, or not HDF5: download or save it again ({type(err).__name__}: {reason})") from err
+
+
+def _read_layers(f, path) -> Dict[str, List[np.ndarray]]:
     layers = {}
-    with h5py.File(path, "r") as f:
+    with f:
         root = f["model_weights"] if "model_weights" in f else f
         if "layer_names" in root.attrs:  # Keras 2 / legacy h5: weight_names list per layer group
             for name in map(_text, root.attrs["layer_names"]):

@@ -24,7 +24,11 @@ def load_tokenizer(path: str, max_len: int):
     if not os.path.isfile(file):
         raise FileNotFoundError(f"tokenizer {file!r} not found; set data.tokenizer to a tokenizer.json "
                                 "or the folder of a Hugging Face model")
-    tokenizer = Tokenizer.from_file(file)
+    try:
+        tokenizer = Tokenizer.from_file(file)
+    except Exception as err:  # noqa: BLE001 (the Rust library raises a bare Exception)
+        raise ValueError(f"{file}: not a tokenizer file the `tokenizers` library can read ({err}); expected the "
+                         "tokenizer.json a Hugging Face fast tokenizer saves (save_pretrained)") from err
     tokenizer.no_padding()  # padding is ours: to the batch's bucket, not the file's fixed length
     tokenizer.enable_truncation(max_length=max_len)
     return tokenizer

@@ -7,12 +7,18 @@ loader checks that the file's sha256 starts with it. Keras publishes the md5 of 
 files are not listed because their hashes could not be confirmed offline; load them from a
 local ``model.safetensors`` (``load(path, arch=..., source='timm')``) or ``register`` them
 with their sha256.
+
+A cache name (``filename``, else the URL's basename) must be a plain file name: no path
+separator, no drive, not ``..`` and not starting with ``.`` (hidden names are where partial
+downloads live). Anything else could write outside ``$TLJAX_CACHE`` and is refused when the
+``Weights`` is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Dict, Optional
 
 TORCHVISION_NORM = "RGB in [0, 1], then normalise with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"
@@ -28,9 +34,25 @@ class Weights:
     filename: Optional[str] = None  # name in the cache; default: the URL's basename
     preprocessing: str = ""
 
+    def __post_init__(self):
+        check_cache_name(self.cache_name, self.url)
+
     @property
     def cache_name(self) -> str:
         return self.filename or posixpath.basename(self.url)
+
+
+def check_cache_name(name: str, url: str) -> str:
+    """``name`` if it is a plain file name that stays inside the cache folder; ``ValueError`` otherwise."""
+    if not name:
+        raise ValueError(f"weights at {url}: the URL ends without a file name; pass filename=<a plain file "
+                         f"name> to name the file in the cache")
+    plain = PurePosixPath(name).name == name == PureWindowsPath(name).name and "\0" not in name
+    if not plain or name.startswith("."):
+        raise ValueError(f"weights at {url}: cache file name {name!r} could resolve outside the cache folder "
+                         f"($TLJAX_CACHE); filename= must be a plain file name (no '/', '\\', drive or '..', "
+                         f"not starting with '.')")
+    return name
 
 
 _TV = "https://download.pytorch.org/models/"
