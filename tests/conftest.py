@@ -8,9 +8,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 
 
-def run_train(workdir, *overrides, config="configs/digits_transfer.py:runlocal", env=None, check=True):
-    """Runs ``python -m tljax.train`` in a fresh process (the way users run it)."""
-    cmd = [sys.executable, "-m", "tljax.train", "--config", config, "--workdir", str(workdir), *overrides]
+def run_train(workdir, *overrides, config="configs/digits_transfer.py:runlocal", env=None, check=True,
+              entry=("-m", "tljax.run")):
+    """Runs ``python -m tljax.run`` (or ``entry``) in a fresh process, the way users run it."""
+    cmd = [sys.executable, *entry, "--config", config, "--workdir", str(workdir), *overrides]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")

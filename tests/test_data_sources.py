@@ -12,7 +12,7 @@ from PIL import Image
 from tljax import data
 from tljax.config import apply_overrides, load_file
 from tljax.data import image_folder
-from tljax.train import job
+from tljax.run import run as run_job
 
 from conftest import ROOT, SHARED_DATA
 
@@ -86,7 +86,7 @@ def run_config(path, workdir, *overrides, model=None):
     config = apply_overrides(load_file(os.path.join(ROOT, path)), overrides)
     if model is not None:
         config.model = model  # create() kwargs, e.g. a narrower net for speed
-    summaries = job.run(config, str(workdir))
+    summaries = run_job(config, str(workdir))
     with open(os.path.join(workdir, "summary.json")) as f:
         return summaries, json.load(f)
 

@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import RidgeClassifier
 
-from tljax import data, evaluate
+from tljax import data
+from tljax.train import evaluate
 from tljax.config import load_file
-from tljax.train import job, loop
+from tljax.methods import finetune
+from tljax.run import run as run_job
+from tljax.train import loop
+from tljax.train import state as T
 
 from conftest import ROOT
 
@@ -38,20 +42,20 @@ def test_cross_validation_reports_mean_and_std():
 
 def test_cached_linear_probe_equals_the_uncached_one(tmp_path):
     config = load_file(f"{ROOT}/configs/digits_transfer.py:runlocal")
-    src = job.source_config(config)
+    src = finetune.source_config(config)
     tr, te, info = data.load_splits(src.data, src.seed)
     with tempfile.TemporaryDirectory() as d:
-        pretrained = jax.device_get(loop.fit(src, tr, te, 5, d, "scratch")["variables"])
+        pretrained = jax.device_get(loop.fit(src, tr, te, 5, d, "scratch").variables)
     train, test, info = data.load_splits(config.data, config.seed)
     config.num_steps = 30
-    plain = job.fit_strategy(config, train, test, info, str(tmp_path / "plain"), "linear_probe", pretrained)
+    plain = finetune.fit_strategy(config, train, test, info, str(tmp_path / "plain"), "linear_probe", pretrained)
     config.feature_cache, config.cv_folds = True, 5
-    cached = job.fit_strategy(config, train, test, info, str(tmp_path / "cached"), "linear_probe", pretrained)
-    a, b = plain["summary"], cached["summary"]
+    cached = finetune.fit_strategy(config, train, test, info, str(tmp_path / "cached"), "linear_probe", pretrained)
+    a, b = plain.summary, cached.summary
     assert b["feature_cache"] and b["strategy"] == "linear_probe"
     assert b["trainable_params"] == a["trainable_params"] and b["total_params"] == a["total_params"]
     # same head, same batches, same optimizer: the same predictions up to float reassociation
     assert abs(a["accuracy"] - b["accuracy"]) <= 0.01
-    np.testing.assert_allclose(plain["variables"]["params"]["head"]["kernel"],
-                               cached["variables"]["params"]["head"]["kernel"], atol=1e-4)
+    np.testing.assert_allclose(plain.variables["params"]["head"]["kernel"],
+                               cached.variables["params"]["head"]["kernel"], atol=1e-4)
     assert 0 < b["ridge_accuracy"] <= 1 and b["cv_folds"] == 5

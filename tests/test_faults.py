@@ -12,11 +12,14 @@ import pytest
 
 from tljax import checkpoint, data, models, strategies
 from tljax import params as P
-from tljax.train import faults, job, loop
+from tljax.methods import finetune
+from tljax.run import run as run_job
+from tljax.train import faults, loop, workdir
+from tljax.train import state as T
 from tljax.train import devices as D
 from tljax.train import step as S
 
-from conftest import run_train
+from conftest import ROOT, run_train
 
 BATCH, N = 32, 128  # 4 batches per epoch
 
@@ -34,7 +37,7 @@ def nan_split(seed=0):
 
 def nan_config(config, policy, num_steps):
     config.update(dict(nan_policy=policy, num_steps=num_steps, ckpt_every=1, log_every=1, batch_size=BATCH,
-                       warmup_steps=0))
+                       warmup_steps=0, max_skipped_fraction=0.5))
     return config
 
 
@@ -62,7 +65,7 @@ def test_nan_skip_drops_those_updates_and_counts_them(runlocal_config, tmp_path)
     assert len(expected) == 2  # once per epoch
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["skipped_steps"] == 2 and summary["skipped_batches"] == expected
-    assert all(np.isfinite(v).all() for v in P.flatten(out["variables"]["params"]).values())
+    assert all(np.isfinite(v).all() for v in P.flatten(out.variables["params"]).values())
     log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "skipped" in line]
     assert [r["step"] - 1 for r in log if r["skipped"]] == expected
 
@@ -76,8 +79,8 @@ def test_skipped_step_keeps_the_state_bit_for_bit(runlocal_config):
     poisoned = {**good, "image": good["image"].copy()}
     poisoned["image"][3] = np.inf
     runlocal_config.warmup_steps = 0  # a skipped step leaves the schedule's count (and lr) where it was
-    state, tx, mask, _ = loop.prepare(runlocal_config, strategies.get("full_ft"),
-                                      loop.init_variables(model, good, 0), 4)
+    state, tx, mask, _ = T.prepare(runlocal_config, strategies.get("full_ft"),
+                                      T.init_variables(model, good, 0), 4)
     mesh = D.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, frozenset(), skip_nonfinite=True)
     compiled, _, _ = D.compile_train_step(step_fn, state, D.shard_batch(good, mesh), mesh)
@@ -110,7 +113,7 @@ def test_killed_while_saving_and_corrupt_checkpoint_resume_from_last_good(tmp_pa
     shutil.copytree(straight / "source", work / "source")  # the pre-trained source model, reused
 
     # 1. SIGKILL inside the write of step 12: orbax has written its items into a temporary folder
-    killed = run_train(work, *TARGET, env={"TLJAX_TEST_KILL_IN_SAVE": "12"}, check=False)
+    killed = run_train(work, *TARGET, entry=(os.path.join(ROOT, "tests", "kill_in_save.py"), "12"), check=False)
     assert killed.returncode == -signal.SIGKILL
     ckpt = work / "ckpt"
     unfinished = [p.name for p in ckpt.iterdir() if ".orbax-checkpoint-tmp" in p.name]
@@ -142,6 +145,6 @@ def test_workdir_without_room_or_unwritable_fails_before_training(tmp_path):
     assert not (tmp_path / "full" / "ckpt").exists() and not (tmp_path / "full" / "source").exists()
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(SystemExit, match="is not writable"):
-        job.check_workdir(str(blocker / "run"))
-    job.check_workdir(str(tmp_path / "ok"), min_free_mb=1)
+    with pytest.raises(ValueError, match="is not writable"):
+        workdir.check(str(blocker / "run"), 200)
+    workdir.check(str(tmp_path / "ok"), min_free_mb=1)

@@ -7,7 +7,10 @@ import pytest
 
 from tljax import data, models, strategies
 from tljax import params as P
-from tljax.train import job, loop
+from tljax.methods import finetune
+from tljax.run import run as run_job
+from tljax.train import loop
+from tljax.train import state as T
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -27,8 +30,8 @@ def compiled_step(config, strategy_spec):
     model = models.create(config.arch, 5)
     split, _, _ = data.load_splits(config.data, 0)
     batch = data.pipeline.train_dataset(split, config.batch_size, 0)[0]
-    variables = loop.init_variables(model, batch, 0)
-    state, tx, mask, param_fn = loop.prepare(config, strategies.get(strategy_spec), variables, 10)
+    variables = T.init_variables(model, batch, 0)
+    state, tx, mask, param_fn = T.prepare(config, strategies.get(strategy_spec), variables, 10)
     mesh = D.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), param_fn=param_fn)
     _, _, flops = D.compile_train_step(step_fn, state, D.shard_batch(batch, mesh), mesh)
@@ -47,7 +50,7 @@ def test_linear_probe_flops_and_optimizer_state(runlocal_config):
     for state, trained in [(probe_state, head), (full_state, P.count(full_state.params))]:
         scalars = sum(1 for x in jax.tree.leaves(state.opt_state) if x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.floating))
         assert scalars <= 6 * 2  # six per trainable group (head at 10x lr, the rest)
-        assert loop.opt_state_floats(state.opt_state) == 2 * trained + scalars
+        assert T.opt_state_floats(state.opt_state) == 2 * trained + scalars
 
 
 def digits_splits(config):
@@ -60,12 +63,12 @@ def pretrained():
     from tljax.config import load_file
     from conftest import ROOT
 
-    src = job.source_config(load_file(f"{ROOT}/configs/digits_transfer.py:runlocal"))
+    src = finetune.source_config(load_file(f"{ROOT}/configs/digits_transfer.py:runlocal"))
     train, test, info = data.load_splits(src.data, src.seed)
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        return jax.device_get(loop.fit(src, train, test, info["num_classes"], d, "scratch")["variables"])
+        return jax.device_get(loop.fit(src, train, test, info["num_classes"], d, "scratch").variables)
 
 
 def changed(before, after):
@@ -83,25 +86,25 @@ def test_frozen_params_and_their_batchnorm_stats_do_not_move(runlocal_config, pr
 
     train, test, n = digits_splits(runlocal_config)
     result = loop.fit(runlocal_config, train, test, n, str(tmp_path), spec, pretrained)
-    moved = changed(pretrained["params"], result["variables"]["params"])
+    moved = changed(pretrained["params"], result.variables["params"])
     frozen = {k for k in P.flatten(pretrained["params"]) if re.fullmatch(frozen_pattern, k)}
     assert frozen and not (moved & frozen), sorted(moved & frozen)[:3]
     assert {k for k in P.flatten(pretrained["params"]) if not k.startswith("head/")} - frozen <= moved
-    stats_moved = changed(pretrained["batch_stats"], result["variables"]["batch_stats"])
+    stats_moved = changed(pretrained["batch_stats"], result.variables["batch_stats"])
     frozen_bn = {k for k in P.flatten(pretrained["batch_stats"]) if re.fullmatch(frozen_pattern, k)}
     assert not (stats_moved & frozen_bn)
     assert set(P.flatten(pretrained["batch_stats"])) - frozen_bn <= stats_moved
     trained = sum(v.size for k, v in P.flatten(pretrained["params"]).items() if k not in frozen)
-    assert result["summary"]["trainable_params"] == trained
-    assert 0 <= result["summary"]["opt_state_floats"] - 2 * trained <= 12  # Adam moments + scalar hyperparameters
+    assert result.summary["trainable_params"] == trained
+    assert 0 <= result.summary["opt_state_floats"] - 2 * trained <= 12  # Adam moments + scalar hyperparameters
 
 
 def test_frozen_batchnorm_can_be_switched_to_train_mode(runlocal_config, pretrained, tmp_path):
     runlocal_config.frozen_bn_train = True
     train, test, n = digits_splits(runlocal_config)
     result = loop.fit(runlocal_config, train, test, n, str(tmp_path), "linear_probe", pretrained)
-    assert not changed(pretrained["params"], result["variables"]["params"]) - {"head/kernel", "head/bias"}
-    assert changed(pretrained["batch_stats"], result["variables"]["batch_stats"]) == set(
+    assert not changed(pretrained["params"], result.variables["params"]) - {"head/kernel", "head/bias"}
+    assert changed(pretrained["batch_stats"], result.variables["batch_stats"]) == set(
         P.flatten(pretrained["batch_stats"]))
 
 

@@ -14,6 +14,7 @@ from tljax import models
 from tljax.data.mixing import mix
 from tljax.methods import adapt, distill, multitask
 from tljax.models.heads import DomainAdversarial, MultiTask, grad_reverse
+from tljax.losses import cross_entropy
 from tljax.train import step as S
 
 
@@ -41,7 +42,7 @@ def test_distillation_loss_is_cross_entropy_when_alpha_is_one():
     student, teacher = (jnp.asarray(rng.normal(size=(16, 5)) * 3, jnp.float32) for _ in range(2))
     labels = jnp.asarray(rng.integers(0, 5, 16))
     loss, parts = distill.kd_loss(student, teacher, labels, alpha=1.0, temperature=4.0)
-    assert float(loss) == float(S.cross_entropy(student, labels))
+    assert float(loss) == float(cross_entropy(student, labels))
     assert float(parts["kl"]) > 0
     # α = 0: T²·KL(teacher_T ‖ student_T), against a numpy reference
     t = 2.0
@@ -83,12 +84,12 @@ def test_dann_loss_reverses_only_the_trunk_gradient_by_lambda():
     def plain(p):  # class CE + domain CE, no reversal anywhere
         out = unreversed.apply({"params": p}, x)
         src = (batch["domain"] == 0).astype(jnp.float32)
-        return (S.cross_entropy(out["logits"], batch["label"], src)
-                + S.cross_entropy(out["domain_logits"], batch["domain"]))
+        return (cross_entropy(out["logits"], batch["label"], src)
+                + cross_entropy(out["domain_logits"], batch["domain"]))
 
     def class_only(p):
         out = model.apply({"params": p}, x)
-        return S.cross_entropy(out["logits"], batch["label"], (batch["domain"] == 0).astype(jnp.float32))
+        return cross_entropy(out["logits"], batch["label"], (batch["domain"] == 0).astype(jnp.float32))
 
     ref, cls = jax.grad(plain)(params), jax.grad(class_only)(params)
     for name in ("out", "hidden"):  # the domain classifier gets its full gradient
@@ -128,8 +129,8 @@ def test_multitask_loss_weights_and_per_task_metrics():
               "parity": jnp.asarray([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 1.0]])}
     batch = {"task": jnp.asarray([0, 0, 1, 1]), "label": jnp.asarray([0, 1, 0, 0])}
     loss, m = multitask.make_loss_fn(["digit", "parity"], [2.0, 0.5])(logits, batch, 0)
-    ce_d = S.cross_entropy(logits["digit"][:2], batch["label"][:2])
-    ce_p = S.cross_entropy(logits["parity"][2:], batch["label"][2:])
+    ce_d = cross_entropy(logits["digit"][:2], batch["label"][:2])
+    ce_p = cross_entropy(logits["parity"][2:], batch["label"][2:])
     np.testing.assert_allclose(float(loss), 2.0 * float(ce_d) + 0.5 * float(ce_p), rtol=1e-6)
     assert float(m["digit/accuracy"]) == 0.5 and float(m["parity/accuracy"]) == 0.5
     assert float(m["accuracy"]) == 0.5
@@ -148,11 +149,11 @@ def test_multitask_loss_weights_and_per_task_metrics():
 
 def test_multitask_run_reports_each_task(tmp_path):
     from tljax.config import load_file
-    from tljax.train import job
+    from tljax.run import run as run_job
 
     config = load_file("configs/multitask_digits.py:runlocal")
     config.tasks.parity.weight = 0.5
-    out = job.run(config, str(tmp_path))["scratch"]
+    out = run_job(config, str(tmp_path))["scratch"]
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert set(saved["tasks"]) == {"digit", "parity"}
     assert saved["tasks"]["parity"]["weight"] == 0.5 and saved["tasks"]["digit"]["test_examples"] == 539
@@ -179,11 +180,11 @@ def test_as_images_maps_two_digit_sets_to_one_input_space():
 def test_dann_mnist_to_svhn_config_runs_on_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     from tljax.config import load_file
-    from tljax.train import job
+    from tljax.run import run as run_job
 
     config = load_file("configs/dann_mnist_svhn.py:runlocal")
     with tfds.testing.mock_data(num_examples=16):
-        out = job.run(config, str(tmp_path))
+        out = run_job(config, str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["method"] == "dann" and summary["target"] == "tfds:svhn_cropped"
     assert summary["test_examples"] == 16 and summary["train_examples"] == 32  # 16 MNIST + 16 unlabelled SVHN
@@ -194,12 +195,12 @@ def test_dann_mnist_to_svhn_config_runs_on_mock_data(tmp_path):
 def test_dann_refuses_a_target_with_another_label_space(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     from tljax.config import load_file
-    from tljax.train import job
+    from tljax.run import run as run_job
 
     config = load_file("configs/dann_mnist_svhn.py:runlocal")
     config.adapt.target.source = "tfds:emnist/letters"
     with tfds.testing.mock_data(num_examples=16), pytest.raises(ValueError, match="same label space"):
-        job.run(config, str(tmp_path))
+        run_job(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("config, method", [("configs/distill_digits.py:runlocal", "distill"),

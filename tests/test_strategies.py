@@ -15,7 +15,10 @@ from tljax import checkpoint, data, lora, optim, strategies
 from tljax import params as P
 from tljax.config import load_file
 from tljax.strategies.layout import depth_groups
-from tljax.train import job, loop
+from tljax.methods import finetune
+from tljax.run import run as run_job
+from tljax.train import loop
+from tljax.train import state as T
 
 from conftest import ROOT
 
@@ -27,10 +30,10 @@ def config():
 
 @pytest.fixture(scope="module")
 def pretrained(config):
-    src = job.source_config(config)
+    src = finetune.source_config(config)
     train, test, info = data.load_splits(src.data, src.seed)
     with tempfile.TemporaryDirectory() as d:
-        return jax.device_get(loop.fit(src, train, test, info["num_classes"], d, "scratch")["variables"])
+        return jax.device_get(loop.fit(src, train, test, info["num_classes"], d, "scratch").variables)
 
 
 def train(config, pretrained, spec, tmp_path, **overrides):
@@ -38,9 +41,9 @@ def train(config, pretrained, spec, tmp_path, **overrides):
     config.update(overrides)
     tr, te, info = data.load_splits(config.data, config.seed)
     out = loop.fit(config, tr, {k: v[:64] for k, v in te.items()}, info["num_classes"], str(tmp_path), spec, pretrained)
-    if out["summary"] is None:
+    if out.summary is None:
         return None, None
-    return out["summary"], jax.device_get(out["variables"]["params"])
+    return out.summary, jax.device_get(out.variables["params"])
 
 
 def moved(pretrained, params):
@@ -212,5 +215,5 @@ def test_user_schedule_callable_and_registered_strategy(config, pretrained, tmp_
     tr, te, info = data.load_splits(config.data, config.seed)
     out = loop.fit(config, tr, te, info["num_classes"], str(tmp_path), "stem_only", pretrained)
     assert seen  # traced into the step
-    assert moved(pretrained, jax.device_get(out["variables"]["params"])) == matching(
+    assert moved(pretrained, jax.device_get(out.variables["params"])) == matching(
         pretrained, r"backbone/(conv1|bn1)/.*|head/.*")

@@ -97,8 +97,8 @@ def test_frozen_table_stays_bit_identical_and_tuned_one_moves(tmp_path):
         loaded = np.asarray(pretrained["params"]["backbone"]["embed"]["embedding"]).copy()
         out = loop.fit(config, train, test, info["num_classes"], str(tmp_path / strategy[:4]), strategy, pretrained,
                        info=info, model=model)
-        tables[strategy] = (loaded, np.asarray(out["variables"]["params"]["backbone"]["embed"]["embedding"]))
-        assert out["summary"]["accuracy"] >= 0.8  # sentiment words are in the table
+        tables[strategy] = (loaded, np.asarray(out.variables["params"]["backbone"]["embed"]["embedding"]))
+        assert out.summary["accuracy"] >= 0.8  # sentiment words are in the table
     loaded, trained = tables["freeze:backbone/embed/.*"]
     assert trained.tobytes() == loaded.tobytes()
     loaded, trained = tables["full_ft"]

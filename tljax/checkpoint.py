@@ -8,8 +8,7 @@ refused with a clear error before anything is overwritten or deleted.
 from __future__ import annotations
 
 import os
-import signal
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import numpy as np
@@ -26,26 +25,8 @@ class CheckpointMismatchError(ValueError):
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=False, **_kill_in_save_hook())
+                                           enable_async_checkpointing=False)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
-
-
-def _kill_in_save_hook() -> Dict[str, Any]:
-    """Test hook: with ``TLJAX_TEST_KILL_IN_SAVE=<step>`` the process SIGKILLs itself while saving
-    that step, after orbax has written every item into its temporary folder and before the
-    rename that commits it, leaving a partially written checkpoint behind."""
-    step = os.environ.get("TLJAX_TEST_KILL_IN_SAVE")
-    if not step:
-        return {}
-    from orbax.checkpoint._src.path import atomicity  # noqa: PLC0415
-
-    class KillBeforeCommit(atomicity.AtomicRenameTemporaryPath):
-        async def finalize(self, *args, **kwargs):
-            if self.get_final().name == step:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return await super().finalize(*args, **kwargs)
-
-    return {"temporary_path_class": KillBeforeCommit}
 
 
 def describe(state, **extra) -> Dict[str, Any]:
@@ -73,39 +54,68 @@ def restore_data_state(mngr: ocp.CheckpointManager, step: Optional[int] = None) 
     return mngr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
 
 
-def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str) -> None:
-    """Refuses to resume a checkpoint of another model or strategy (deletes nothing)."""
-    problems = []
-    for key in sorted(set(saved) | set(expected)):
+def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str,
+               allowed_changes: Sequence[str] = ()) -> Dict[str, Any]:
+    """Refuses to resume a checkpoint of another model, strategy or optimizer (deletes nothing).
+
+    Fields in ``allowed_changes`` may differ: they are returned as ``{field: [checkpoint's, this
+    run's]}`` for the summary. Fields an older checkpoint did not record are not compared.
+    """
+    problems, changes = [], {}
+    for key in sorted(set(saved) & set(expected)):
         if key == "step":
             continue
         if key == "param_shapes":
-            a, b = saved.get(key, {}), expected.get(key, {})
+            a, b = saved[key], expected[key]
             diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
             if diff:
                 problems.append(f"{len(diff)} parameters differ, e.g. {diff[0]!r}: "
                                 f"checkpoint {a.get(diff[0])}, this run {b.get(diff[0])}")
-        elif saved.get(key) != expected.get(key):
-            problems.append(f"{key}: checkpoint {saved.get(key)!r}, this run {expected.get(key)!r}")
+        elif saved[key] != expected[key]:
+            if key in allowed_changes:
+                changes[key] = [saved[key], expected[key]]
+            else:
+                problems.append(f"{key}: checkpoint {saved[key]!r}, this run {expected[key]!r}")
     if problems:
         raise CheckpointMismatchError(
             f"the checkpoint in {directory} belongs to a different run:\n  " + "\n  ".join(problems)
-            + "\nNothing was deleted. Use another --workdir, or remove that folder yourself to start over.")
+            + "\nNothing was moved or deleted. Rerun with the checkpoint's settings, use another --workdir, or remove "
+            "that folder yourself to start over" + (f" (or --config.allow_resume_changes=True to resume with a "
+                                                      f"different {'/'.join(allowed_changes)})" if allowed_changes else "")
+            + ".")
+    return changes
 
 
-def restore_latest(mngr: ocp.CheckpointManager, state, sharding, step: Optional[int] = None, **meta) -> Optional[Any]:
-    """The latest checkpoint (or ``step``) restored into ``state``'s structure and ``sharding`` (one, or a
-    tree like ``state``), or None when there is none. Any mesh can read what any other mesh wrote."""
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        return None
-    saved_meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    check_meta(saved_meta, describe(state, **meta), str(mngr.directory))
+def check_structure(mngr: ocp.CheckpointManager, step: int, state) -> None:
+    """Compares the arrays each saved item holds (count and shapes, from orbax's metadata, no data
+    read) with ``state``'s: another optimizer or strategy is a mismatch, not corruption."""
+    for name in STATE_ITEMS:
+        path = mngr.directory / str(step) / name
+        mine = sorted(tuple(np.shape(x)) for x in jax.tree.leaves(getattr(state, name)))
+        if not path.exists():
+            if mine:
+                raise FileNotFoundError(f"item {name!r} is missing")
+            continue
+        theirs = sorted(tuple(m.shape) for m in jax.tree.leaves(ocp.PyTreeCheckpointer().metadata(path).item_metadata))
+        if theirs != mine:
+            raise CheckpointMismatchError(
+                f"the checkpoint in {mngr.directory} (step {step}) belongs to a different run: its {name} holds "
+                f"{len(theirs)} arrays, this run's {len(mine)} (another optimizer, strategy or model?). Nothing was "
+                "moved or deleted. Rerun with the checkpoint's settings, use another --workdir, or remove that "
+                "folder yourself to start over.")
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> Dict[str, Any]:
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def restore(mngr: ocp.CheckpointManager, state, sharding, step: int):
+    """Checkpoint ``step`` restored into ``state``'s structure and ``sharding`` (one, or a tree like
+    ``state``). Any mesh can read what any other mesh wrote. Check its meta first (``check_meta``)."""
     names = [n for n in STATE_ITEMS if jax.tree.leaves(getattr(state, n))]
     restored = mngr.restore(step, args=ocp.args.Composite(
         **{n: ocp.args.StandardRestore(_abstract(getattr(state, n), sharding, n)) for n in names}))
-    return state.replace(step=jax.numpy.asarray(saved_meta["step"], jax.numpy.int32),
-                         **{n: restored[n] for n in names})
+    return state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), **{n: restored[n] for n in names})
 
 
 def _abstract(tree, sharding, name: str):

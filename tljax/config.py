@@ -1,8 +1,9 @@
 """Config files (``get_config()`` returning an ml_collections ConfigDict) plus overrides.
 
-``--config configs/x.py[:arg]`` loads a file; ``--config.a.b=value`` overrides one existing
-field, parsed to that field's type. Unknown keys and bad values fail early with a message
-that lists what is allowed, before anything is trained or written.
+``--config configs/x.py[:arg]`` loads a file; ``--config.a.b=value`` overrides one declared
+field, parsed to that field's type. Every field is declared, with its default, in
+``tljax.defaults``. Unknown keys and bad values fail early with a message that lists what is
+allowed, before anything is trained or written.
 """
 
 from __future__ import annotations
@@ -11,22 +12,18 @@ import ast
 import copy
 import difflib
 import importlib.util
+import json
+import math
 import os
 import re
 from typing import Iterable, Sequence
 
 import ml_collections
 
-# field -> allowed values, checked by ``validate`` (strategies are checked by tljax.strategies)
-CHOICES = {
-    "optimizer": ("adamw", "sgd"),
-    "lr_schedule": ("cosine", "linear", "constant"),
-    "dtype": ("float32", "bfloat16"),  # compute dtype; parameters and optimizer state stay float32
-    "nan_policy": ("stop", "skip"),
-    "host_malloc": ("auto", "jemalloc", "keep", "default"),  # tljax.train.host_memory
-}
-POSITIVE = ("batch_size", "num_steps", "lr", "eval_batch_size", "grad_accum")
-NON_NEGATIVE = ("wd", "warmup_steps", "ckpt_every", "log_every", "min_free_mb")
+from tljax.defaults import CHOICES, FRACTIONS, NON_NEGATIVE, POSITIVE, SECTIONS, base_config, data_config, help_text
+
+USAGE = ("usage: python -m tljax.run --config configs/digits_transfer.py --workdir runs/digits "
+         "[--config.key=value …]")
 
 
 def load_file(path: str) -> ml_collections.ConfigDict:
@@ -95,35 +92,83 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     return config
 
 
+def _lookup(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks values a typo could break; every message lists the allowed values."""
+    """Checks values a typo could break; every message names the field and what is allowed."""
     for key, allowed in CHOICES.items():
         if key in config and config[key] not in allowed:
             raise ValueError(f"config.{key}={config[key]!r} is not allowed; choose one of {allowed}")
     for key in POSITIVE:
-        if key in config and not config[key] > 0:
-            raise ValueError(f"config.{key}={config[key]!r} must be > 0")
+        value = _lookup(config, key)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"config.{key}={value!r} must be a finite number > 0")
     for key in NON_NEGATIVE:
-        if key in config and config[key] < 0:
-            raise ValueError(f"config.{key}={config[key]!r} must be >= 0")
-    for pattern in config.get("dont_load", ()):
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"config.dont_load has a bad regex {pattern!r}: {e}") from None
+        value = _lookup(config, key)
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"config.{key}={value!r} must be a finite number >= 0")
+    for key in FRACTIONS:
+        value = _lookup(config, key)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"config.{key}={value!r} must be between 0 and 1")
+    for table in ("dont_load", "lr_mults", "wd_mults", "schedule"):
+        for entry in config[table]:
+            pattern = entry if table == "dont_load" else entry[0]
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as e:
+                raise ValueError(f"config.{table} has a bad regex {pattern!r}: {e}") from None
+    for name, declared in SECTIONS.items():
+        section = config[name]
+        if section and declared:
+            unknown = sorted(set(section) - set(declared))
+            if unknown:
+                raise ValueError(f"config.{name} has no field {unknown[0]!r}; declared: {sorted(declared)}")
     from tljax import strategies  # noqa: PLC0415 (strategies are registered on import)
 
-    for spec in [config.strategy, *config.get("compare", ())]:
+    for spec in [config.strategy, *config.compare]:
         strategies.get(spec)
 
 
+def overlay(config, fields, drop: Sequence[str] = tuple(SECTIONS)) -> ml_collections.ConfigDict:
+    """``config`` with the ``drop`` fields back at their defaults and ``fields`` on top: the config
+    of a run inside a job (the source pre-training, a teacher). A ``data`` in ``fields`` replaces the
+    whole data section (undeclared data fields then take their defaults)."""
+    defaults = base_config().to_dict()
+    merged = {k: (defaults[k] if k in drop else v) for k, v in config.to_dict().items()}
+    given = fields.to_dict() if hasattr(fields, "to_dict") else dict(fields or {})
+    unknown = sorted(set(given) - set(merged))
+    if unknown:
+        raise ValueError(f"a run's overrides name unknown config fields {unknown}; known: {sorted(merged)}")
+    if "data" in given:
+        given["data"] = data_config(given["data"]).to_dict()
+    merged.update(given)
+    return ml_collections.ConfigDict(merged)
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """The resolved config (references followed) as JSON, for ``WORKDIR/config.json``."""
+    return json.dumps(config.to_dict(), indent=1, default=repr)
+
+
 def parse_args(argv: Sequence[str]):
-    """``--config FILE --workdir DIR --config.key=value …`` -> ``(config, workdir)``."""
+    """``--config FILE --workdir DIR --config.key=value …`` -> ``(config, workdir)``; ``--help`` prints
+    every field with its default and meaning, and exits."""
     config_path, workdir, overrides = None, None, []
     argv = list(argv)
     while argv:
         arg = argv.pop(0)
         name, sep, value = arg.partition("=")
+        if name in ("--help", "-h"):
+            print(f"{USAGE}\n\n{help_text()}")
+            raise SystemExit(0)
         if name in ("--config", "--workdir") and not sep:
             if not argv:
                 raise ValueError(f"{name} needs a value")
@@ -133,12 +178,13 @@ def parse_args(argv: Sequence[str]):
         elif name == "--workdir":
             workdir = value
         elif name.startswith("--config."):
+            if not sep and not argv:
+                raise ValueError(f"{name} needs a value")
             overrides.append(arg[len("--config."):] if sep else f"{name[len('--config.'):]}={argv.pop(0)}")
         else:
-            raise ValueError(f"unknown argument {arg!r}; usage: --config FILE --workdir DIR [--config.key=value …]")
+            raise ValueError(f"unknown argument {arg!r}; {USAGE} (--help lists the fields)")
     if not config_path or not workdir:
-        raise ValueError("usage: python -m tljax.train --config configs/digits_transfer.py --workdir runs/digits "
-                         "[--config.key=value …]")
+        raise ValueError(f"{USAGE} (--help lists the fields)")
     config = apply_overrides(load_file(config_path), overrides)
     validate(config)
     return config, workdir

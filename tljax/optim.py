@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import optax
 
 from tljax import params as P
+from tljax.defaults import CHOICES
 from tljax.strategies import FROZEN, Strategy
 
-OPTIMIZERS = ("adamw", "sgd")
-LR_SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = CHOICES["optimizer"]
+LR_SCHEDULES = CHOICES["lr_schedule"]
 
 
 def make_schedule(name: str, lr: float, total_steps: int, warmup_steps: int = 0) -> Callable:
@@ -74,11 +75,20 @@ class Group(NamedTuple):
 
     @property
     def name(self) -> str:
-        return FROZEN if self.label == FROZEN else "|".join(str(x) for x in self)
+        """Readable and unique per distinct group, e.g. ``trainable lr×10`` or ``trainable from_step=40``."""
+        if self.label == FROZEN:
+            return FROZEN
+        parts = [self.label]
+        parts += [f"schedule={self.schedule}"] if self.schedule else []
+        parts += [f"lr×{self.lr_mult:g}"] if self.lr_mult != 1.0 else []
+        parts += [f"wd×{self.wd_mult:g}"] if self.wd_mult != 1.0 else []
+        parts += [f"from_step={self.start_step}"] if self.start_step else []
+        parts += [f"l2sp={self.l2sp}"] if self.l2sp else []
+        return " ".join(parts)
 
 
 def schedule_table(config):
-    table = list(config.get("schedule") or [(".*", config.lr_schedule)])
+    table = list(config.schedule or [(".*", config.lr_schedule)])
     for pattern, _ in table:
         re.compile(pattern)
     return table
@@ -89,8 +99,8 @@ def plan_groups(config, strategy: Strategy, labels, total_steps: int, steps_per_
     flat = P.flatten(labels)
     paths = list(flat)
     table = schedule_table(config)
-    lr_mults = list(config.get("lr_mults", ())) + strategy.resolve("lr_mults", paths)
-    wd_mults = list(config.get("wd_mults", ()))
+    lr_mults = list(config.lr_mults) + strategy.resolve("lr_mults", paths)
+    wd_mults = list(config.wd_mults)
     starts = [(rx, int(round(e * steps_per_epoch))) for rx, e in strategy.resolve("start_epochs", paths)]
     if strategy.lp_fraction:
         starts = [("head/.*", 0), (".*", int(total_steps * strategy.lp_fraction))] + starts

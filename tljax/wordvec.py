@@ -82,7 +82,7 @@ def load(config, num_classes: int, workdir: str = ""):
         stats = {"vocab_size": table.shape[0], "dim": table.shape[1], "found": table.shape[0], "missing": 0,
                  "coverage": 1.0, "source": "minilm word-piece embeddings"}
     else:
-        tokenizer = text.load_tokenizer(config.data.tokenizer, config.data.get("max_len", 64))
+        tokenizer = text.load_tokenizer(config.data.tokenizer, config.data.max_len)
         vectors, dim = read_vectors(path)
         table, stats = align(tokenizer.get_vocab(), vectors, dim, config.seed)
     print(f"word vectors: {stats['found']} of {stats['vocab_size']} vocabulary entries found, "
@@ -92,5 +92,5 @@ def load(config, num_classes: int, workdir: str = ""):
         with open(os.path.join(workdir, "wordvec.json"), "w") as f:
             json.dump(stats, f, indent=1)
     model = models.create(config.arch, num_classes, vocab_size=table.shape[0], embed_dim=table.shape[1],
-                          **config.get("model", {}))
+                          **config.model)
     return model, {"params": {"backbone": {"embed": {"embedding": table}}}, "batch_stats": {}}

@@ -16,6 +16,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from tljax.data import augment, digits, pipeline, text
+from tljax.defaults import data_config
 
 SOURCES = ("digits", "tfds:<name>", "image_folder", "text_tsv", "text_csv")
 
@@ -48,10 +49,10 @@ def take(split, indices):
 
 def _digits(cfg, seed):
     pool = digits.select_classes(tuple(cfg.classes))
-    if cfg.get("labels_per_class"):
+    if cfg.labels_per_class:
         train, test = digits.split_per_class(pool, cfg.labels_per_class, seed)
     else:
-        train, test = digits.split_fraction(pool, cfg.get("test_fraction", 0.2), seed)
+        train, test = digits.split_fraction(pool, cfg.test_fraction, seed)
     return train, test, {"num_classes": len(cfg.classes), "label_names": [str(c) for c in cfg.classes]}
 
 
@@ -59,10 +60,9 @@ def _tfds(cfg, seed):
     from tljax.data import tfds_source  # noqa: PLC0415
 
     name = cfg.source.split(":", 1)[1]
-    kw = dict(data_dir=cfg.get("data_dir") or None, image_key=cfg.get("image_key", "image"),
-              label_key=cfg.get("label_key", "label"), download=cfg.get("download", False))
-    train, info = tfds_source.load(name, cfg.get("train_split", "train"), **kw)
-    test, _ = tfds_source.load(name, cfg.get("test_split", "test"), **kw)
+    kw = dict(data_dir=cfg.data_dir or None, image_key=cfg.image_key, label_key=cfg.label_key, download=cfg.download)
+    train, info = tfds_source.load(name, cfg.train_split, **kw)
+    test, _ = tfds_source.load(name, cfg.test_split or "test", **kw)
     return train, test, info
 
 
@@ -72,8 +72,8 @@ def _image_folder(cfg, seed):
     from tljax.data import image_folder  # noqa: PLC0415
 
     size = int(cfg.image_size)
-    train, info = image_folder.load(os.path.join(cfg.path, cfg.get("train_split", "train")), size)
-    test, test_info = image_folder.load(os.path.join(cfg.path, cfg.get("test_split", "val")), size,
+    train, info = image_folder.load(os.path.join(cfg.path, cfg.train_split), size)
+    test, test_info = image_folder.load(os.path.join(cfg.path, cfg.test_split or "val"), size,
                                         class_names=info["label_names"])
     skipped = info["skipped_paths"] + test_info["skipped_paths"]
     return train, test, {"num_classes": len(info["label_names"]), "label_names": info["label_names"],
@@ -84,13 +84,13 @@ def _text(cfg, seed):
     from tljax.data import text_files  # noqa: PLC0415
 
     delimiter = "\t" if cfg.source == "text_tsv" else ","
-    cols = (cfg.get("text_column", "sentence"), cfg.get("label_column", "label"), cfg.get("has_header", True))
-    test_path = cfg.get("test_path") or cfg.get("eval_path")
-    if not cfg.get("train_path") or not test_path:
+    cols = (cfg.text_column, cfg.label_column, cfg.has_header)
+    test_path = cfg.test_path or cfg.eval_path
+    if not cfg.train_path or not test_path:
         raise ValueError(f"data.source={cfg.source!r} needs data.train_path and data.test_path (or eval_path)")
     texts, labels, lines = text_files.read_rows(cfg.train_path, delimiter, *cols)
-    names = tuple(cfg.get("label_names") or ()) or text_files.infer_label_names(labels)
-    keep = subset_indices(len(texts), cfg.get("train_examples", 0), seed)
+    names = tuple(cfg.label_names) or text_files.infer_label_names(labels, cfg.train_path, lines)
+    keep = subset_indices(len(texts), cfg.train_examples, seed)
     ids = text_files.label_ids(labels, names, cfg.train_path, lines)
     test_texts, test_labels, test_lines = text_files.read_rows(test_path, delimiter, *cols)
     test_ids = text_files.label_ids(test_labels, names, test_path, test_lines)
@@ -99,12 +99,14 @@ def _text(cfg, seed):
     train["label"] = np.asarray(ids, np.int32)[keep]
     test = text.tokenize(tokenizer, test_texts, cfg.max_len, desc="tokenize test")
     test["label"] = np.asarray(test_ids, np.int32)
-    buckets = tuple(cfg.get("buckets") or ()) or text.default_buckets(cfg.max_len)
+    buckets = tuple(cfg.buckets) or text.default_buckets(cfg.max_len)
     return train, test, {"num_classes": len(names), "label_names": list(names), "buckets": buckets,
                          "rows_in_train_file": len(texts)}
 
 
 def load_splits(cfg, seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
+    """``(train, test, info)`` of a data section; fields it leaves out take ``tljax.defaults``'."""
+    cfg = data_config(cfg)
     if cfg.source == "digits":
         loader = _digits
     elif cfg.source.startswith("tfds:"):
@@ -117,7 +119,10 @@ def load_splits(cfg, seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
         raise ValueError(f"unknown data.source {cfg.source!r}; allowed: {SOURCES}")
     train, test, info = loader(cfg, seed)
     if cfg.source not in ("text_tsv", "text_csv"):  # text subsets before tokenising
-        train = take(train, subset_indices(pipeline.num_examples(train), cfg.get("train_examples", 0), seed))
+        train = take(train, subset_indices(pipeline.num_examples(train), cfg.train_examples, seed))
+    if info["num_classes"] < 2:
+        raise ValueError(f"data.source={cfg.source!r} has {info['num_classes']} class ({info.get('label_names')}); "
+                         "a classifier needs at least two: check the data path, data.classes or the label column")
     info.setdefault("skipped_examples", 0)
     info["train_examples"] = pipeline.num_examples(train)
     info["test_examples"] = pipeline.num_examples(test)

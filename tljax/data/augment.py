@@ -17,6 +17,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
+from tljax.defaults import section
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # Keras VGG16 weights: BGR in [0, 255] minus this
@@ -114,7 +116,8 @@ def make_preprocess(cfg) -> Tuple[Optional[Callable], Optional[Callable]]:
     """``(train_fn(batch, rng), eval_fn(batch))`` from ``config.augment``; ``(None, None)`` when absent."""
     if not cfg:
         return None, None
-    kind, norm = cfg.get("kind", "none"), cfg.get("normalize", "none")
+    cfg = section("augment", **(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg))  # undeclared fields: defaults
+    kind, norm = cfg.kind, cfg.normalize
     if kind not in KINDS:
         raise ValueError(f"config.augment.kind={kind!r}; allowed: {KINDS}")
     if norm not in NORMALIZE:
@@ -130,11 +133,9 @@ def make_preprocess(cfg) -> Tuple[Optional[Callable], Optional[Callable]]:
             return batch
         images = to_unit_float(batch["image"])
         if kind == "affine":
-            images = random_affine(images, rng, cfg.get("rotation", 0.0), cfg.get("shift", 0.0),
-                                   cfg.get("shear", 0.0), cfg.get("zoom", 0.0), cfg.get("flip", False))
+            images = random_affine(images, rng, cfg.rotation, cfg.shift, cfg.shear, cfg.zoom, cfg.flip)
         elif kind == "rrc":
-            images = random_resized_crop(images, rng, tuple(cfg.get("scale", (0.08, 1.0))),
-                                         tuple(cfg.get("ratio", (3 / 4, 4 / 3))), cfg.get("flip", True))
+            images = random_resized_crop(images, rng, tuple(cfg.scale), tuple(cfg.ratio), cfg.flip)
         return {**batch, "image": normalize(images, norm)}
 
     return train_fn, eval_fn

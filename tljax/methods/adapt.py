@@ -19,10 +19,11 @@ import numpy as np
 
 from tljax import data, models
 from tljax.data.mixing import mix
-from tljax.methods import overlay, write_summary
-from tljax.train import loop
+from tljax.config import overlay
+from tljax.losses import cross_entropy, masked_classification
 from tljax.train import devices as D
-from tljax.train import step as S
+from tljax.train import evaluate, loop
+from tljax.train import state as T
 
 SHIFTS = ("invert", "rotate", "noise", "invert+noise", "rotate+noise")
 
@@ -50,7 +51,7 @@ def shift_images(images: np.ndarray, kind: str, seed: int, noise: float = 0.3) -
 
 def target_splits(test, cfg, seed: int):
     """``(target_train without labels, target_test, source view of target_test)`` from the test split."""
-    shifted = {**test, "image": shift_images(test["image"], cfg.shift, seed, cfg.get("noise", 0.3))}
+    shifted = {**test, "image": shift_images(test["image"], cfg.shift, seed, cfg.noise)}
     order = np.random.default_rng([seed, 3]).permutation(len(test["label"]))
     half = len(order) // 2
     pick = lambda split, idx: {k: v[idx] for k, v in split.items()}  # noqa: E731
@@ -89,7 +90,7 @@ def domain_splits(config, cfg, seed: int):
     dataset, both mapped to ``adapt.image_size``² × ``adapt.channels``; without it, the
     source's own test images under ``adapt.shift``."""
     train, test, info = data.load_splits(config.data, seed)
-    if not cfg.get("target"):
+    if not cfg.target:
         return (train, *target_splits(test, cfg, seed), info)
     target_train, target_test, target_info = data.load_splits(cfg.target, seed)
     if target_info["num_classes"] != info["num_classes"]:
@@ -105,9 +106,9 @@ def make_loss_fn(total_steps: int, gamma: float, lambda_max: float, domain_weigh
     def loss_fn(outputs, batch, step):
         lam = lambda_max * ganin_lambda(step / max(total_steps, 1), gamma)
         source = (batch["domain"] == 0).astype(jnp.float32)
-        ce, hits = S.masked_classification(outputs["logits"], batch["label"], source)
-        reversed_ce = S.cross_entropy(outputs["domain_logits"], batch["domain"])
-        detached_ce = S.cross_entropy(outputs["domain_logits_detached"], batch["domain"])
+        ce, hits = masked_classification(outputs["logits"], batch["label"], source)
+        reversed_ce = cross_entropy(outputs["domain_logits"], batch["domain"])
+        detached_ce = cross_entropy(outputs["domain_logits_detached"], batch["domain"])
         loss = ce + domain_weight * (lam * reversed_ce + (1.0 - lam) * detached_ce)
         return loss, {"loss": loss, "class_loss": ce, "domain_loss": reversed_ce, "lambda": lam,
                       "accuracy": hits.sum() / jnp.maximum(source.sum(), 1.0),
@@ -120,29 +121,30 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     cfg = config.adapt
     train, target_train, target_test, source_view, info = domain_splits(config, cfg, config.seed)
     num_classes, base = info["num_classes"], overlay(config, {})
+    cpu_kernels = D.cpu_kernels_on(config.cpu_kernels, D.make_mesh(config.mesh))
     if cfg.method == "dann":
         unlabeled = {**target_train, "label": np.zeros_like(target_train["label"])}
-        mixed = mix([train, unlabeled], (1.0, 1.0), config.seed, field="domain")
-        trunk = models.create(config.arch, None, **config.get("model", {})).backbone
-        model = models.DomainAdversarial(trunk, num_classes, hidden=cfg.get("hidden", 64))
-        loss_fn = make_loss_fn(config.num_steps, cfg.get("gamma", 10.0), cfg.get("lambda_max", 1.0),
-                               cfg.get("domain_weight", 1.0))
-        out = loop.fit(base, mixed, target_test, num_classes, workdir, config.strategy, info=info, model=model,
-                       loss_fn=loss_fn)
+        train = mix([train, unlabeled], (1.0, 1.0), config.seed, field="domain")
+        trunk = models.create(config.arch, None, **T.model_overrides(config, cpu_kernels)).backbone
+        model = models.DomainAdversarial(trunk, num_classes, hidden=cfg.hidden)
+        loss_fn = make_loss_fn(config.num_steps, cfg.gamma, cfg.lambda_max, cfg.domain_weight)
     elif cfg.method == "source_only":
-        model = loop.build_model(base, num_classes)
-        out = loop.fit(base, train, target_test, num_classes, workdir, config.strategy, info=info, model=model)
+        model, loss_fn = T.build_model(base, num_classes, cpu_kernels), None
     else:
         raise ValueError(f"adapt.method={cfg.method!r}; allowed: ('dann', 'source_only')")
-    summary = out["summary"]
-    if summary is None:
+
+    def extras(variables, summary):
+        mesh = D.make_mesh(config.mesh)
+        source = evaluate.evaluate_split(model, variables, source_view, config.eval_batch_size, mesh, num_classes)
+        return dict(method=cfg.method, target=cfg.target.source if cfg.target else f"shift:{cfg.shift}",
+                    target_accuracy=summary["accuracy"], source_accuracy=source["accuracy"])
+
+    out = loop.fit(base, train, target_test, num_classes, workdir, config.strategy, info=info, model=model,
+                   loss_fn=loss_fn, extras=extras)
+    if not out.completed:
         return {}
-    mesh = D.make_mesh(config.get("mesh"))
-    source = loop.evaluate_split(model, out["variables"], source_view, config.eval_batch_size, mesh, num_classes)
-    summary.update(method=cfg.method, target=cfg.target.source if cfg.get("target") else f"shift:{cfg.shift}",
-                   target_accuracy=summary["accuracy"], source_accuracy=source["accuracy"])
-    write_summary(workdir, summary)
+    summary = out.summary
     if jax.process_index() == 0:
         print(f"{cfg.method}: target accuracy {summary['accuracy']:.3f}, source test accuracy "
-              f"{source['accuracy']:.3f}")
+              f"{summary['source_accuracy']:.3f}")
     return {cfg.method: summary}

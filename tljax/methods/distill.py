@@ -17,15 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from tljax import data
-from tljax.methods import overlay, write_summary
-from tljax.train import loop, report
+from tljax.config import overlay
+from tljax.losses import cross_entropy
 from tljax.train import devices as D
+from tljax.train import loop, report
+from tljax.train import state as T
 from tljax.train import step as S
 
 
 def kd_loss(student_logits, teacher_logits, labels, alpha: float, temperature: float):
     """``(loss, {'ce', 'kl'})``; KL is per example over classes, averaged over the batch."""
-    ce = S.cross_entropy(student_logits, labels)
+    ce = cross_entropy(student_logits, labels)
     t = temperature
     log_s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t)
     log_t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / t)
@@ -69,26 +71,26 @@ def run(config, workdir: str) -> Dict[str, Dict]:
     """Teacher (trained or resumed in ``distill.teacher_workdir``), then the student."""
     cfg = config.distill
     train, test, info = data.load_splits(config.data, config.seed)
-    student = overlay(config, {})
     summaries, loss_fn, extra = {}, None, {"alpha": cfg.alpha, "temperature": cfg.temperature}
     if cfg.alpha < 1.0:
         teacher_cfg = overlay(config, cfg.teacher)
-        teacher_dir = cfg.get("teacher_workdir") or os.path.join(workdir, "teacher")
-        out = loop.fit(teacher_cfg, train, test, info["num_classes"], teacher_dir,
-                       teacher_cfg.get("strategy", "scratch"), info=info)
-        teacher_model = loop.build_model(teacher_cfg, info["num_classes"])
-        teacher = teacher_fn(teacher_model, D.to_host(out["variables"]))
+        teacher_dir = cfg.teacher_workdir or os.path.join(workdir, "teacher")
+        out = loop.fit(teacher_cfg, train, test, info["num_classes"], teacher_dir, teacher_cfg.strategy, info=info)
+        if not out.completed:
+            return {}
+        cpu_kernels = D.cpu_kernels_on(teacher_cfg.cpu_kernels, D.make_mesh(teacher_cfg.mesh))
+        teacher = teacher_fn(T.build_model(teacher_cfg, info["num_classes"], cpu_kernels), out.variables)
         if cfg.cache:
             train = cache_teacher_logits(train, teacher, config.eval_batch_size)
         loss_fn = make_loss_fn(cfg.alpha, cfg.temperature, teacher)
-        summaries["teacher"] = out["summary"]
-        extra.update(teacher_accuracy=out["summary"]["accuracy"], teacher_params=out["summary"]["total_params"])
-    out = loop.fit(student, train, test, info["num_classes"], workdir, config.strategy, info=info, loss_fn=loss_fn)
-    if out["summary"] is None:
+        summaries["teacher"] = out.summary
+        extra.update(teacher_accuracy=out.summary["accuracy"], teacher_params=out.summary["total_params"])
+    extra["method"] = "distill" if loss_fn else "plain"
+    out = loop.fit(overlay(config, {}), train, test, info["num_classes"], workdir, config.strategy, info=info,
+                   loss_fn=loss_fn, extras=lambda variables, summary: extra)
+    if not out.completed:
         return {}
-    out["summary"].update(method="distill" if loss_fn else "plain", **extra)
-    write_summary(workdir, out["summary"])
-    summaries["student" + ("+kd" if loss_fn else "")] = out["summary"]
+    summaries["student" + ("+kd" if loss_fn else "")] = out.summary
     if jax.process_index() == 0:
         print(report.table(summaries))
     return summaries

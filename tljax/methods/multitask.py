@@ -18,10 +18,11 @@ import numpy as np
 
 from tljax import data, models
 from tljax.data.mixing import mix
-from tljax.methods import overlay, write_summary
-from tljax.train import loop
+from tljax.config import overlay
+from tljax.losses import masked_classification
 from tljax.train import devices as D
-from tljax.train import step as S
+from tljax.train import evaluate, loop
+from tljax.train import state as T
 
 
 def relabel(split, label_map: Sequence[int]):
@@ -35,7 +36,7 @@ def load_tasks(config):
     out = []
     for name, task in config.tasks.items():
         train, test, info = data.load_splits(task.data, config.seed)
-        label_map = tuple(task.get("label_map", ()))
+        label_map = tuple(task.label_map)
         num_classes = max(label_map) + 1 if label_map else info["num_classes"]
         out.append((name, relabel(train, label_map), relabel(test, label_map), num_classes))
     return out
@@ -48,7 +49,7 @@ def make_loss_fn(names: List[str], weights: Sequence[float]):
         loss, metrics, correct = 0.0, {}, 0.0
         for i, (name, w) in enumerate(zip(names, weights)):
             mine = (batch["task"] == i).astype(jnp.float32)
-            ce, hits = S.masked_classification(outputs[name], batch["label"], mine)
+            ce, hits = masked_classification(outputs[name], batch["label"], mine)
             loss = loss + w * ce
             correct = correct + hits.sum()
             metrics.update({f"{name}/loss": ce, f"{name}/accuracy": hits.sum() / jnp.maximum(mine.sum(), 1.0)})
@@ -60,33 +61,34 @@ def make_loss_fn(names: List[str], weights: Sequence[float]):
 def run(config, workdir: str) -> Dict[str, Dict]:
     tasks = load_tasks(config)
     names = [t[0] for t in tasks]
-    ratios = [config.tasks[n].get("ratio", 1.0) for n in names]
-    weights = [config.tasks[n].get("weight", 1.0) for n in names]
-    train = mix([t[1] for t in tasks], ratios, config.seed, field="task", total=config.get("mixed_examples", 0))
+    ratios = [config.tasks[n].ratio for n in names]
+    weights = [config.tasks[n].weight for n in names]
+    train = mix([t[1] for t in tasks], ratios, config.seed, field="task", total=config.mixed_examples)
     sizes = tuple((n, k) for n, _, _, k in tasks)
-    trunk = models.create(config.arch, None, **config.get("model", {})).backbone
+    cpu_kernels = D.cpu_kernels_on(config.cpu_kernels, D.make_mesh(config.mesh))
+    trunk = models.create(config.arch, None, **T.model_overrides(config, cpu_kernels)).backbone
     model = models.MultiTask(trunk, sizes)
     first, _, first_test, first_classes = tasks[0]
-    cfg = overlay(config, {})
-    out = loop.fit(cfg, train, first_test, first_classes, workdir, config.strategy, info={},
-                   model=model, loss_fn=make_loss_fn(names, weights), eval_model=model.clone(task=first))
-    summary = out["summary"]
-    if summary is None:
+
+    def extras(variables, summary):
+        mesh, per_task, out = D.make_mesh(config.mesh), {}, {}
+        for name, _, test, k in tasks:
+            metrics = evaluate.evaluate_split(model.clone(task=name), variables, test, config.eval_batch_size,
+                                              mesh, k)
+            per_task[name] = {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"],
+                              "weight": weights[names.index(name)], "ratio": ratios[names.index(name)],
+                              "test_examples": data.pipeline.num_examples(test)}
+            out[f"accuracy_{name}"] = metrics["accuracy"]
+        return dict(out, method="multitask", tasks=per_task, label_names=None)
+
+    out = loop.fit(overlay(config, {}), train, first_test, first_classes, workdir, config.strategy, info={},
+                   model=model, loss_fn=make_loss_fn(names, weights), eval_model=model.clone(task=first),
+                   extras=extras)
+    if not out.completed:
         return {}
-    mesh = D.make_mesh(config.get("mesh"))
-    per_task = {}
-    for name, _, test, k in tasks:
-        metrics = loop.evaluate_split(model.clone(task=name), out["variables"], test, config.eval_batch_size,
-                                      mesh, k)
-        per_task[name] = {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"],
-                          "weight": weights[names.index(name)], "ratio": ratios[names.index(name)],
-                          "test_examples": data.pipeline.num_examples(test)}
-        summary[f"accuracy_{name}"] = metrics["accuracy"]
-    summary.update(method="multitask", tasks=per_task, label_names=None)
-    write_summary(workdir, summary)
     if jax.process_index() == 0:
         rows = ["| task | weight | ratio | accuracy | f1_macro |", "|---|---|---|---|---|"]
         rows += [f"| {n} | {m['weight']} | {m['ratio']} | {m['accuracy']:.3f} | {m['f1_macro']:.3f} |"
-                 for n, m in per_task.items()]
+                 for n, m in out.summary["tasks"].items()]
         print("\n".join(rows))
-    return {config.strategy: summary}
+    return {config.strategy: out.summary}

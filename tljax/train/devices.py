@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from tljax.train import faults
+from tljax.train import workdir
 
 
 MESH_AXES = ("data", "fsdp")
@@ -152,7 +152,7 @@ def use_compilation_cache(path: str, max_gb: float = 4.0) -> None:
     if not path:
         return
     folder = os.path.expanduser(path)
-    why = faults.unwritable(folder)
+    why = workdir.unwritable(folder)
     if why:
         raise ValueError(f"config.compilation_cache={path!r}: cannot write there ({why}); give a writable folder, "
                          f"or --config.compilation_cache='' to compile every time")
@@ -165,13 +165,26 @@ def compilation_cache_dir():
     return jax.config.jax_compilation_cache_dir or None
 
 
+def on_cpu(mesh: Mesh) -> bool:
+    """Whether the mesh's devices are CPUs: the one notion of "on CPU" (kernels, compiler options)."""
+    return mesh.devices.flat[0].platform == "cpu"
+
+
+def cpu_kernels_on(setting: str, mesh: Mesh) -> bool:
+    """``config.cpu_kernels``: ``auto`` runs the XLA:CPU forms (``tljax.models.xla_cpu``) when the
+    mesh is on CPU, ``on``/``off`` force them; they compute the plain ops' values either way."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"config.cpu_kernels={setting!r}; choose one of ('auto', 'on', 'off')")
+    return setting == "on" or (setting == "auto" and on_cpu(mesh))
+
+
 def compile_for(lowered, mesh: Mesh):
     """``lowered.compile()`` with ``CPU_COMPILER_OPTIONS`` on a CPU mesh without parameter sharding.
 
     With an ``fsdp`` axis the options stay off: there, Eigen's convolutions drifted from the
     data-parallel run (5.9e-5 after 3 Adam steps, tests/test_sharding.py; YNNPACK's: 1.2e-7).
     """
-    if mesh.devices.flat[0].platform != "cpu" or mesh.shape.get("fsdp", 1) > 1:
+    if not on_cpu(mesh) or mesh.shape.get("fsdp", 1) > 1:
         return lowered.compile()
     try:
         return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)

@@ -1,32 +1,33 @@
 """What the training loop does when something goes wrong, kept out of ``loop.fit``.
 
 - A NaN or inf loss (or gradient norm): ``config.nan_policy='stop'`` ends the run with the
-  step, the batch and its training-split example indices, and saves nothing (the last good
-  checkpoint stays the latest); ``'skip'`` drops the update inside the compiled step and the
-  summary counts the skipped steps.
-- Unreadable checkpoints: the latest one that fails to restore (truncated or corrupt files,
-  non-finite parameters) is reported and *moved aside* to ``<workdir>/ckpt.corrupt/`` (never
-  deleted), and the previous one is used. A checkpoint write that never finished (the run was
-  killed while saving: orbax's ``*.orbax-checkpoint-tmp*`` folder) is moved aside the same way.
-- A workdir without room (``config.min_free_mb``) fails before anything is trained.
+  step, the batch and its training-split example indices, and saves nothing. When the latest
+  checkpoint holds the parameters that gave that loss and they give non-finite outputs on an
+  earlier batch too (diverged parameters, however finite they look, not one bad batch), it is
+  moved aside, so a rerun resumes from a checkpoint that still trains. ``'skip'`` drops the update inside the compiled step; the run
+  stops once more than ``config.max_skipped_fraction`` of its steps were skipped.
+- A checkpoint of another run (model, strategy, optimizer, batch size, learning rate) is a
+  ``CheckpointMismatchError`` naming the field; nothing is moved.
+- Unreadable checkpoints (truncated or corrupt files, non-finite parameters) are reported and
+  *moved aside* to ``<workdir>/ckpt.corrupt/`` (never deleted), and the previous one is used;
+  so is a write that never finished (orbax's ``*.orbax-checkpoint-tmp*`` folder).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.experimental.multihost_utils
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from tljax import checkpoint, data
 from tljax import params as P
 
-NAN_POLICIES = ("stop", "skip")
-DEFAULT_MIN_FREE_MB = 200
 UNFINISHED = ".orbax-checkpoint-tmp"
 
 
@@ -43,60 +44,60 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
-def unwritable(folder: str) -> Optional[str]:
-    """Why ``folder`` cannot be created or written to (a probe file is written and removed), or None."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".write_test.{jax.process_index()}")  # processes may share the folder
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        return str(e)
-    return None
-
-
-def check_free_space(workdir: str, min_free_mb: float) -> None:
-    """Refuses a workdir whose filesystem has less than ``min_free_mb`` MB free."""
-    free_mb = shutil.disk_usage(workdir).free / 2**20
-    if free_mb < min_free_mb:
-        raise SystemExit(f"workdir {workdir!r} has only {free_mb:,.0f} MB free on its disk; this run asks for at "
-                         f"least config.min_free_mb={min_free_mb:,} MB for checkpoints and logs. Free some space, "
-                         "pick another --workdir, or lower --config.min_free_mb")
-
-
 # --- non-finite losses -----------------------------------------------------------------------
 
 class NanGuard:
     """Checks each step's fetched metrics (no extra device sync) under ``config.nan_policy``."""
 
-    def __init__(self, policy: str, split, global_batch_size: int, seed: int, mngr: ocp.CheckpointManager):
-        if policy not in NAN_POLICIES:
-            raise ValueError(f"config.nan_policy={policy!r} is not allowed; choose one of {NAN_POLICIES}")
-        self.policy, self.split, self.batch_size, self.seed, self.mngr = policy, split, global_batch_size, seed, mngr
-        self.skip = policy == "skip"
+    def __init__(self, config, split, mngr: ocp.CheckpointManager):
+        self.policy, self.split, self.mngr = config.nan_policy, split, mngr
+        self.batch_size, self.seed, self.num_steps = config.batch_size, config.seed, config.num_steps
+        self.max_skipped = config.max_skipped_fraction * config.num_steps
+        self.skip = self.policy == "skip"
         self.skipped_batches = []
 
     def examples(self, batch_index: int):
         return data.pipeline.batch_example_indices(self.split, self.batch_size, self.seed, batch_index).tolist()
 
-    def check(self, metrics: Dict[str, Any], batch_index: int) -> None:
-        """``batch_index``: the 0-based global batch of this run (its step before the update)."""
+    def check(self, metrics: Dict[str, Any], batch_index: int, params_finite_at=None) -> None:
+        """``batch_index``: the 0-based global batch of this run (its step before the update).
+
+        ``params_finite_at(step)``: whether checkpoint ``step``'s parameters give finite outputs on
+        a batch they had trained on without trouble; False marks that checkpoint as poisoned."""
         if self.skip:
             if metrics["skipped"]:
                 self.skipped_batches.append(batch_index)
+                if len(self.skipped_batches) > self.max_skipped:
+                    raise NonFiniteLoss(
+                        f"{len(self.skipped_batches)} of {batch_index + 1} steps so far had a non-finite loss and were "
+                        f"skipped (batches {self.skipped_batches[:10]}…), more than config.max_skipped_fraction="
+                        f"{self.max_skipped / self.num_steps:g} of the run's {self.num_steps} steps. Lower config.lr, "
+                        "check those batches' examples, or raise config.max_skipped_fraction")
             return
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         if np.isfinite(loss) and np.isfinite(grad_norm):
             return
+        poisoned = (batch_index in self.mngr.all_steps() and params_finite_at is not None
+                    and not params_finite_at(batch_index))
+        moved = self.drop_poisoned_checkpoint(batch_index) if poisoned else ""
         latest = self.mngr.latest_step()
         kept = (f"the last good checkpoint is step {latest} in {self.mngr.directory} (rerunning resumes there)"
-                if latest is not None else "no checkpoint had been saved yet")
+                if latest is not None else "no good checkpoint is left, a rerun starts from step 0")
         raise NonFiniteLoss(
             f"non-finite loss {loss} (gradient norm {grad_norm}) at step {batch_index + 1}: batch {batch_index} of "
             f"this run (0-based, global batch of {self.batch_size}), training-split examples "
-            f"{self.examples(batch_index)}. Stopped without saving: {kept}. Lower config.lr, check those examples, "
-            "or set --config.nan_policy=skip to drop such updates")
+            f"{self.examples(batch_index)}. Stopped without saving{moved}: {kept}. Lower config.lr, check those "
+            "examples, or set --config.nan_policy=skip to drop such updates")
+
+    def drop_poisoned_checkpoint(self, batch_index: int) -> str:
+        """Moves aside the checkpoint saved at ``batch_index``: its parameters gave the non-finite loss."""
+        where = "(left in place by the other processes)"
+        if jax.process_index() == 0:
+            where = set_aside(self.mngr.directory / str(batch_index), str(self.mngr.directory), ".nonfinite")
+        _sync(f"tljax_nonfinite_checkpoint_{batch_index}")
+        self.mngr.reload()
+        return (f"; checkpoint step {batch_index} holds the parameters that gave it, and they give non-finite outputs "
+                f"on an earlier batch too, so it was moved aside to {where} (not deleted)")
 
     def summary(self) -> Dict[str, Any]:
         """Counts this process's run (a resumed run counts from ``resumed_from_step``)."""
@@ -104,11 +105,23 @@ class NanGuard:
                 "skipped_batches": self.skipped_batches[:100]}
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)] or [True]))
+
+
+def check_finite_before_save(state, step: int) -> None:
+    """A state with a non-finite parameter or optimizer value is never saved as a checkpoint."""
+    if not bool(_all_finite((state.params, state.opt_state))):
+        raise NonFiniteLoss(f"the parameters or optimizer state after step {step} are not finite; not saving them. "
+                            "Rerunning resumes from the last good checkpoint; lower config.lr")
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
-def set_aside(path: os.PathLike, ckpt_dir: str) -> str:
-    """Moves ``path`` to ``<ckpt_dir>.corrupt/<name>`` (a fresh name if taken); returns where."""
-    target_dir = os.path.abspath(ckpt_dir) + ".corrupt"
+def set_aside(path: os.PathLike, ckpt_dir: str, suffix: str = ".corrupt") -> str:
+    """Moves ``path`` to ``<ckpt_dir><suffix>/<name>`` (a fresh name if taken); returns where."""
+    target_dir = os.path.abspath(ckpt_dir) + suffix
     os.makedirs(target_dir, exist_ok=True)
     target, n = os.path.join(target_dir, os.path.basename(str(path))), 1
     while os.path.exists(target):
@@ -135,8 +148,8 @@ def checkpoint_manager(ckpt_dir: str) -> ocp.CheckpointManager:
     return checkpoint.manager(ckpt_dir)
 
 
-def _read(mngr, state, sharding, step: int, meta) -> Tuple[Any, Optional[Dict[str, Any]]]:
-    restored = checkpoint.restore_latest(mngr, state, sharding, step=step, **meta)
+def _read(mngr, state, sharding, step: int):
+    restored = checkpoint.restore(mngr, state, sharding, step)
     data_state = checkpoint.restore_data_state(mngr, step)
     bad = [k for k, v in P.flatten(restored.params).items() if not np.all(np.isfinite(jax.device_get(v)))]
     if bad:
@@ -144,14 +157,20 @@ def _read(mngr, state, sharding, step: int, meta) -> Tuple[Any, Optional[Dict[st
     return restored, data_state
 
 
-def restore_latest_good(mngr: ocp.CheckpointManager, state, sharding, **meta) -> Tuple[Any, Optional[Dict]]:
-    """``(state, data iterator state)`` of the newest checkpoint that restores, or ``(None, None)``.
+def restore_latest_good(mngr: ocp.CheckpointManager, state, sharding, meta: Dict[str, Any],
+                        allowed_changes: Sequence[str] = ()) -> Tuple[Any, Optional[Dict], Dict[str, Any]]:
+    """``(state, data iterator state, changes)`` of the newest checkpoint that restores, or
+    ``(None, None, {})``. ``changes`` are the ``allowed_changes`` fields that differ from the run's.
 
-    A checkpoint of another model is refused (``CheckpointMismatchError``), not skipped.
+    A checkpoint of another run (its meta or its arrays' shapes differ) is refused with
+    ``CheckpointMismatchError`` before anything is read or moved; only unreadable ones are set aside.
     """
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
-            return _read(mngr, state, sharding, step, meta)
+            changes = checkpoint.check_meta(checkpoint.read_meta(mngr, step), checkpoint.describe(state, **meta),
+                                            str(mngr.directory), allowed_changes)
+            checkpoint.check_structure(mngr, step, state)
+            return (*_read(mngr, state, sharding, step), changes)
         except checkpoint.CheckpointMismatchError:
             raise
         except Exception as e:  # noqa: BLE001 (orbax/tensorstore/json raise many kinds)
@@ -165,4 +184,4 @@ def restore_latest_good(mngr: ocp.CheckpointManager, state, sharding, **meta) ->
         _say(f"warning: checkpoint step {step} in {mngr.directory} is unreadable ({problem}); moved it aside to "
              f"{where} (not deleted); " + (f"trying step {max(previous)}" if previous else
                                           "no older checkpoint: training starts from step 0"))
-    return None, None
+    return None, None, {}

@@ -1,23 +1,12 @@
-"""The process's malloc for a training run: keep freed memory for the next step, and use jemalloc
-where it is installed.
+"""The process's malloc for a training run (``config.host_malloc``).
 
 XLA:CPU mallocs each step's temporaries (gigabytes for ResNet-50) and frees them after the
-step; glibc returns such blocks to the kernel (mmap/munmap, per-thread arenas that shrink),
-so the next step touches fresh pages again: ~590,000 page faults and ~1 s of kernel time per
-ResNet-50 step on 2 cores. One arena, no mmap and no trimming keep the memory for reuse
-(``keep``): 0 faults, step 3.31 → 2.83 s (the same script run both ways).
-
-That heap is then gigabytes of free blocks of every size, and XLA:CPU's runtime also mallocs
-≈ 10,000 scratch blocks per ResNet-50 step (YNNPACK's buffers, oneDNN's GEMM workspaces): glibc
-spent 4 % of all CPU time of the step finding them a place (``perf``: ``_int_malloc``). jemalloc,
-told to keep freed pages (``JEMALLOC_CONF``), has neither cost: ResNet-50's step took 2,334 instead
-of 2,511 ms (medians over 5 and 4 alternating processes) at 3.3–4.8 GB peak RSS instead of 3.1,
-and 0.86 and 0.88 of PyTorch's in ``scripts/bench_vs_torch.py`` (the last two runs on glibc: 0.93
-and 0.95), PyTorch's step unchanged; all on a Zen 4 (AVX-512). On a Zen 3 (AVX2) glibc, jemalloc
-and tcmalloc timed within the noise of each other (PERFORMANCE.md). It must be loaded when the
-process starts, so ``configure(..., restart=True)`` (what ``python -m tljax.train`` and the
-benchmarks do) starts the same command again with ``LD_PRELOAD`` set; a process that cannot
-restart keeps glibc. The price of both: the process keeps its peak memory until it exits.
+step; glibc gives such blocks back to the kernel, so the next step page-faults them in again.
+``keep`` (the default) tells glibc to keep freed memory for reuse: one arena, no mmap, no
+trimming. ``jemalloc`` (opt-in) re-executes the command under jemalloc told to keep freed
+pages, and says so; it must be loaded at process start, hence the restart. ``default`` leaves
+malloc alone. The price of ``keep`` and ``jemalloc``: the process holds its peak memory until
+it exits. Measurements: PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -28,7 +17,7 @@ import os
 import platform
 import sys
 
-from tljax.config import CHOICES
+from tljax.defaults import CHOICES
 
 MODES = CHOICES["host_malloc"]
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
@@ -45,14 +34,13 @@ def runs_on():
     return "jemalloc" if jemalloc_loaded() else _configured
 
 
-def configure(mode: str = "auto", restart: bool = False) -> str:
+def configure(mode: str = "keep", restart: bool = False) -> str:
     """Applies ``config.host_malloc``; returns what the process runs on: ``'jemalloc'``, ``'keep'``
     (glibc keeping freed memory) or ``'default'`` (malloc as it was).
 
-    ``auto``: jemalloc if it is loaded or can be, else ``keep``. ``jemalloc``: the same, but an
-    error when it is neither. Call it first thing in the process: threads that have already
-    allocated keep their glibc arenas. ``restart=True`` lets it replace the process by the same
-    command under jemalloc (``os.execve``); only a command line's own entry point should.
+    Call it first thing in the process: threads that have already allocated keep their glibc
+    arenas. ``jemalloc`` with ``restart=True`` replaces the process by the same command under
+    jemalloc (``os.execve``); only a command line's own entry point should pass it.
     """
     global _configured
     _configured = _configure(mode, restart)
@@ -61,22 +49,22 @@ def configure(mode: str = "auto", restart: bool = False) -> str:
 
 def _configure(mode: str, restart: bool) -> str:
     if mode not in MODES:
-        raise ValueError(f"host_malloc={mode!r}: use one of {MODES}: 'auto' (jemalloc when installed, else "
-                         f"'keep'), 'jemalloc', 'keep' (glibc reuses freed memory, fewer page faults) or 'default'")
+        raise ValueError(f"host_malloc={mode!r}: use one of {MODES}: 'keep' (glibc reuses freed memory, fewer page "
+                         "faults), 'jemalloc' (restart the command under jemalloc) or 'default'")
     if mode == "default":
         return "default"
-    if mode in ("auto", "jemalloc"):
+    if mode == "jemalloc":
         if jemalloc_loaded():
             return "jemalloc"
         path = jemalloc_path()
-        if path and restart and not os.environ.get(RESTARTED_ENV):
-            restart_under_jemalloc(path)  # does not return
-        if mode == "jemalloc" and not path:
+        if not path:
             raise ValueError(f"host_malloc='jemalloc': no libjemalloc found; {INSTALL_HINT}, or use host_malloc='keep'")
-        if mode == "jemalloc":
-            raise ValueError(f"host_malloc='jemalloc': {path} is not loaded in this process; start it with "
-                             f"`python -m tljax.train` (which restarts under it) or with LD_PRELOAD={path} "
-                             f"MALLOC_CONF={JEMALLOC_CONF}, or use host_malloc='keep'")
+        if restart and not os.environ.get(RESTARTED_ENV):
+            print(f"host_malloc='jemalloc': restarting this command with LD_PRELOAD={path} "
+                  f"MALLOC_CONF={JEMALLOC_CONF}", flush=True)
+            restart_under_jemalloc(path)  # does not return
+        raise ValueError(f"host_malloc='jemalloc': {path} is not loaded in this process; start it with "
+                         f"LD_PRELOAD={path} MALLOC_CONF={JEMALLOC_CONF}, or use host_malloc='keep'")
     return "keep" if keep_freed_memory() else "default"
 
 

@@ -1,12 +1,59 @@
-"""What a run reports: ``metrics.jsonl`` lines, peak memory, the comparison table."""
+"""What a run reports: ``summary.json`` and ``config.json`` (written atomically), ``metrics.jsonl``
+lines (read back tolerantly), peak memory, the comparison table."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+import tempfile
+from typing import Any, Dict, Optional
 
 import jax
+
+SUMMARY = "summary.json"
+
+
+def write_json(path: str, payload: Any) -> None:
+    """``path`` holds either its old content or all of ``payload``, never a torn file: the JSON is
+    written to a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, default=_plain)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from the group
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _plain(value):
+    """numpy scalars and arrays as Python numbers and lists; anything else as its repr."""
+    return value.tolist() if hasattr(value, "tolist") else repr(value)
+
+
+def read_json(path: str) -> Optional[Any]:
+    """The JSON in ``path``; None (with a warning) when it is unreadable, so a damaged state file
+    means "redo that part", not a crash on every rerun."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} is unreadable ({type(e).__name__}: {e}); ignoring it")
+        return None
+
+
+def write_summary(workdir: str, summary: Dict[str, Any]) -> None:
+    """The one writer of ``WORKDIR/summary.json`` (process 0 only)."""
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, SUMMARY), summary)
 
 
 class MetricsLog:
@@ -16,8 +63,7 @@ class MetricsLog:
         self.path = path
         self.enabled = jax.process_index() == 0
         if self.enabled and os.path.exists(path):
-            with open(path) as f:
-                kept = [line for line in f if json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in read_lines(path) if json.loads(line).get("step", 0) <= resume_step]
             with open(path, "w") as f:
                 f.writelines(kept)
 
@@ -25,6 +71,21 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def read_lines(path: str):
+    """The JSON lines of a log; a torn line (a run killed mid-write) is dropped with a warning."""
+    good = []
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                json.loads(line)
+            except ValueError:
+                print(f"warning: {path} line {number} is not a complete JSON record (a run stopped while "
+                      "writing it?); dropping it")
+                continue
+            good.append(line if line.endswith("\n") else line + "\n")
+    return good
 
 
 def memory_usage() -> Dict[str, Any]:
@@ -38,9 +99,7 @@ def memory_usage() -> Dict[str, Any]:
 
 def write_benchmark(out_dir: str, name: str, payload: Dict[str, Any], markdown: str) -> None:
     """A benchmark's ``DIR/name.json`` (the numbers) and ``DIR/name.md`` (the table), also printed."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-        json.dump(payload, f, indent=1)
+    write_json(os.path.join(out_dir, f"{name}.json"), payload)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(markdown)
     print(markdown)

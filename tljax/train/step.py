@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from tljax import params as P
+from tljax.losses import classification_loss
 
 
 @flax.struct.dataclass
@@ -72,27 +73,6 @@ def model_inputs(batch) -> Tuple[tuple, dict]:
         return (batch["features"],), {}
     kwargs = {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
     return (batch["input_ids"],), kwargs
-
-
-def cross_entropy(logits, labels, weights=None):
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-    if weights is None:
-        return losses.mean()
-    return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
-
-
-def masked_classification(logits, labels, weights):
-    """``(cross-entropy, hits)`` over the examples whose weight is > 0 (e.g. one task's, or the
-    labelled domain's, rows of a mixed batch); the others' labels are never read."""
-    labels = jnp.where(weights > 0, labels, 0)
-    hits = (jnp.argmax(logits, -1) == labels) * weights
-    return cross_entropy(logits, labels, weights), hits
-
-
-def classification_loss(outputs, batch, step):
-    """The default ``loss_fn``: cross-entropy on ``label``, and the batch accuracy."""
-    loss = cross_entropy(outputs, batch["label"])
-    return loss, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(outputs, -1) == batch["label"])}
 
 
 def train_step(state: TrainState, batch, *, model, tx, mask, frozen_bn: FrozenSet[str], seed: int = 0,
@@ -178,15 +158,15 @@ def accumulate_gradients(grad_fn, trainable, batch_stats, batch, rng, k: int, in
     return loss_sum / k, jax.tree.map(lambda m: m.mean(0), metrics), batch_stats, jax.tree.map(lambda g: g / k, grad_sum)
 
 
-def eval_step(variables, batch, *, model, preprocess=None):
-    """Class predictions for a batch (inference mode); ``preprocess(batch)`` runs first.
-
-    A model returning a dict is read at ``logits`` (e.g. DANN's class head)."""
+def eval_step(variables, batch, *, model, preprocess=None, logits: bool = False):
+    """Class predictions for a batch (inference mode), or the ``logits``; ``preprocess(batch)``
+    runs first. A model returning a dict is read at ``logits`` (e.g. DANN's class head)."""
     if preprocess is not None:
         batch = preprocess(batch)
     args, kwargs = model_inputs(batch)
     outputs = model.apply(variables, *args, train=False, **kwargs)
-    return jnp.argmax(outputs["logits"] if isinstance(outputs, dict) else outputs, axis=-1)
+    outputs = outputs["logits"] if isinstance(outputs, dict) else outputs
+    return outputs if logits else jnp.argmax(outputs, axis=-1)
 
 
 def make_train_step(model, tx, mask, frozen_bn, seed: int = 0, preprocess=None, param_fn=None, grad_accum: int = 1,

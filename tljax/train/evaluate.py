@@ -1,4 +1,5 @@
-"""Frozen-backbone evaluation: features computed once, a closed-form ridge read-out, k-fold CV.
+"""Evaluation: predictions and metrics over a whole split, and for frozen backbones features
+computed once, a closed-form ridge read-out and k-fold CV.
 
 With a frozen backbone (and frozen BatchNorm) every epoch recomputes the same features;
 computing them once in batched jit and training only the head on them is the same
@@ -7,7 +8,7 @@ optimisation problem at a fraction of the cost.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import jax
 import jax.experimental.multihost_utils
@@ -15,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tljax import data
+from tljax.metrics import classification_metrics
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -37,6 +39,14 @@ def apply_to_split(fn, variables, split, batch_size: int, mesh, buckets: Sequenc
         out.append(np.asarray(outputs)[valid])
         labels.append(np.asarray(truth["label"])[valid])
     return np.concatenate(out), np.concatenate(labels)
+
+
+def evaluate_split(model, variables, split, batch_size: int, mesh, num_classes: int, preprocess=None,
+                   buckets=()) -> Dict[str, Any]:
+    """Accuracy, macro P/R/F1 and confusion on a whole split (inference mode, padding masked out)."""
+    predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess))
+    predictions, labels = apply_to_split(predict, variables, split, batch_size, mesh, buckets)
+    return classification_metrics(labels, predictions, num_classes)
 
 
 def extract_features(model, variables, split, batch_size: int, mesh, preprocess=None,
@@ -66,15 +76,18 @@ def ridge_predict(train_x, train_y, test_x, num_classes: int, l2: float = 1.0) -
 
 
 def cross_validate(x, y, num_classes: int, folds: int, seed: int = 0, l2: float = 1.0) -> Dict[str, float]:
-    """k-fold accuracy of the ridge read-out: mean and standard deviation over folds."""
+    """k-fold accuracy of the ridge read-out, mean and standard deviation over folds. The folds are
+    stratified (scikit-learn's ``StratifiedKFold``), so every fold holds every class."""
+    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
+
     if folds < 2:
         raise ValueError(f"cv_folds={folds}: need at least 2 folds")
-    if folds > len(y):
-        raise ValueError(f"cv_folds={folds} exceeds the {len(y)} training examples")
-    order = np.random.default_rng(seed).permutation(len(y))
+    smallest = int(np.bincount(y, minlength=num_classes).min())
+    if folds > smallest:
+        raise ValueError(f"cv_folds={folds} exceeds the {smallest} training examples of the smallest class; "
+                         f"use at most --config.cv_folds={max(smallest, 2)}")
     scores = []
-    for fold in np.array_split(order, folds):
-        keep = np.setdiff1d(order, fold)
+    for keep, fold in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         predictions = ridge_predict(x[keep], y[keep], x[fold], num_classes, l2)
         scores.append(float(np.mean(predictions == y[fold])))
     return {"cv_folds": folds, "cv_accuracy_mean": float(np.mean(scores)), "cv_accuracy_std": float(np.std(scores))}
