@@ -1,4 +1,4 @@
-"""tljax's BatchNorm equals flax's in values, gradients and running statistics, with its own backward."""
+"""xla_cpu.BatchNorm equals flax's in values, gradients and running statistics, with its own backward."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tljax.models.batchnorm import BatchNorm
+from tljax.models.xla_cpu.batchnorm import BatchNorm
 from tljax.train import step as S
 
 SETTINGS = dict(momentum=0.9, epsilon=1e-5)

@@ -1,5 +1,5 @@
-"""residual_relu: the values and gradients of ReLU, and (on XLA:CPU) a chain of residual blocks that
-the compiler no longer recomputes from its start."""
+"""xla_cpu.residual_relu: the values and gradients of ReLU, and (on XLA:CPU) a chain of residual blocks
+that the compiler no longer recomputes from its start."""
 
 import re
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tljax.models import resnet
-from tljax.models.dots import on_xla_cpu
-from tljax.models.residual import residual_relu, store
+from tljax.models.layers import CPU_KERNELS
+from tljax.models.xla_cpu.residual import residual_relu, store
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -47,7 +47,7 @@ def most_activations_read_by_one_fusion(relu):
     return most
 
 
-@pytest.mark.skipif(not on_xla_cpu(), reason="the recomputation it prevents is XLA:CPU's")
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the recomputation it prevents is XLA:CPU's")
 def test_xla_cpu_no_longer_rederives_each_block_from_the_chain_start():
     """With nn.relu, XLA:CPU's backward fusions read the outputs of every earlier block (8 arrays for
     6 blocks); with residual_relu each reads at most its own block's inputs (gradient, dot output,
@@ -61,10 +61,11 @@ def test_xla_cpu_no_longer_rederives_each_block_from_the_chain_start():
                  jax.jit(jax.grad(plain_loss, (0, 1)))(ws, x))
 
 
-def test_resnet_blocks_end_with_it(monkeypatch):
+def test_resnet_blocks_end_with_it_with_cpu_kernels(monkeypatch):
     calls = []
-    monkeypatch.setattr(resnet, "residual_relu", lambda z: calls.append(z.shape) or residual_relu(z))
+    recording = CPU_KERNELS._replace(residual_relu=lambda z: calls.append(z.shape) or residual_relu(z))
+    monkeypatch.setattr(resnet, "layers", lambda cpu_kernels: recording if cpu_kernels else None)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
-    for block in (resnet.BasicBlock(16), resnet.Bottleneck(4)):
+    for block in (resnet.BasicBlock(16, cpu_kernels=True), resnet.Bottleneck(4, cpu_kernels=True)):
         block.init(jax.random.key(1), x, train=False)
     assert calls == [(2, 8, 8, 16)] * 2

@@ -9,6 +9,7 @@ import pytest
 from tljax import data, models, strategies
 from tljax import params as P
 from tljax.train import host_memory, loop
+from tljax.train import state as T
 from tljax.train import devices as D
 from tljax.train import step as S
 
@@ -30,7 +31,7 @@ def batch():
 def one_step(config, model, batch, strategy="full_ft", **options):
     """Params and metrics after one SGD step of the loop's own train step, its executable and FLOPs."""
     config.optimizer, config.warmup_steps, config.lr = "sgd", 0, 0.1
-    state, tx, mask, _ = loop.prepare(config, strategies.get(strategy), loop.init_variables(model, batch, 0), 4)
+    state, tx, mask, _ = T.prepare(config, strategies.get(strategy), T.init_variables(model, batch, 0), 4)
     mesh = D.make_mesh()
     step_fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), **options)
     compiled, _, flops = D.compile_train_step(step_fn, state, D.shard_batch(batch, mesh), mesh)
@@ -80,7 +81,7 @@ def test_grad_accum_must_split_evenly():
 
 def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):
     runlocal_config.dtype = "bfloat16"
-    model = loop.build_model(runlocal_config, 5)
+    model = T.build_model(runlocal_config, 5)
     assert model.backbone.dtype == jnp.bfloat16
     before, fp32_after, m32, _, _ = one_step(runlocal_config, models.create("resnet_digits", 5, widths=(8, 16, 32)),
                                              batch)
@@ -92,57 +93,6 @@ def test_bfloat16_computes_in_bf16_with_float32_params(runlocal_config, batch):
     d32 = np.concatenate([(fp32_after[k] - before[k]).ravel() for k in before])
     d16 = np.concatenate([(bf16_after[k] - before[k]).ravel() for k in before])
     assert np.dot(d32, d16) / (np.linalg.norm(d32) * np.linalg.norm(d16)) > 0.99
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("features", [(6, 7), (9, 4)])  # both orientations of the kernel gradient
-def test_dense_dot_gradients_equal_autodiff_of_the_plain_product(dtype, features):
-    from tljax.models.dots import dense_dot
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 5, 5, features[0])), dtype)
-    kernel = jnp.asarray(rng.standard_normal(features), dtype)
-    cotangent = jnp.asarray(rng.standard_normal((2, 5, 5, features[1])), dtype)
-    loss = lambda f: lambda x, k: (f(x, k).astype(jnp.float32) * cotangent).sum()  # noqa: E731
-    plain = jax.grad(loss(lambda x, k: jnp.einsum("nhwc,cd->nhwd", x, k)), argnums=(0, 1))(x, kernel)
-    ours = jax.grad(loss(dense_dot), argnums=(0, 1))(x, kernel)
-    tol = 1e-5 if dtype == jnp.float32 else 5e-2
-    for want, got in zip(plain, ours):
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
-
-
-def test_dense_with_dense_dot_equals_flax_dense_and_its_gradients():
-    """The transformers' Dense: same parameters, outputs and gradients as ``nn.Dense`` on (batch, length, in)."""
-    import flax.linen as nn
-
-    from tljax.models.dots import Dense
-
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4, 6)), jnp.float32)
-    variables = nn.Dense(5).init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, Dense(5).init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
-    grads = [jax.value_and_grad(lambda v, x: (layer.apply(v, x) ** 3).sum(), argnums=(0, 1))(variables, x)
-             for layer in (nn.Dense(5), Dense(5))]
-    for want, got in zip(*map(jax.tree.leaves, grads)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert "custom_vjp_call" in str(jax.make_jaxpr(Dense(5).apply)(variables, x))  # dense_dot is what ran
-
-
-@pytest.mark.parametrize("strides", [1, 2])
-def test_conv1x1_as_a_dot_on_cpu_equals_the_convolution_used_elsewhere(monkeypatch, strides):
-    """The CPU path (a dot) and the GPU/TPU path (a convolution) give the same values and gradients."""
-    from tljax.models.resnet import Conv
-
-    layer = Conv(7, 1, strides)
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 6, 6, 5)), jnp.float32)
-    variables = layer.init(jax.random.key(0), x)
-    value_and_grads = jax.value_and_grad(lambda v, x: (layer.apply(v, x) ** 2).sum(), argnums=(0, 1))
-    on_cpu = value_and_grads(variables, x)
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    as_conv = value_and_grads(variables, x)
-    assert "conv_general_dilated" in str(jax.make_jaxpr(layer.apply)(variables, x))
-    for want, got in zip(jax.tree.leaves(as_conv), jax.tree.leaves(on_cpu)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_cpu_compiler_options_are_applied_and_unknown_ones_are_dropped(monkeypatch):
@@ -238,20 +188,3 @@ def test_host_malloc_without_jemalloc_falls_back_to_glibc_or_says_how_to_get_it(
     monkeypatch.setenv("TLJAX_JEMALLOC", __file__)  # found but not loaded, and this process may not restart
     with pytest.raises(ValueError, match="is not loaded in this process; start it with `python -m tljax.train`"):
         host_memory.configure("jemalloc", restart=False)
-
-
-@pytest.mark.parametrize("shape", [(2, 112, 112, 4), (1, 7, 9, 2)])
-def test_stem_max_pool_equals_flax_max_pool_and_its_gradient(shape):
-    import flax.linen as nn
-
-    from tljax.models.pooling import max_pool_3x3_s2
-
-    flax_pool = lambda x: nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
-    rng = np.random.default_rng(0)
-    for x in (jnp.asarray(rng.standard_normal(shape), jnp.float32),
-              jnp.zeros(shape).at[:, ::3, ::2].set(1.0)):  # ties: the first maximum of a window takes it all
-        np.testing.assert_array_equal(np.asarray(max_pool_3x3_s2(x)), np.asarray(flax_pool(x)))
-        dy = jnp.asarray(rng.standard_normal(flax_pool(x).shape), jnp.float32)
-        want = jax.grad(lambda x: (flax_pool(x) * dy).sum())(x)
-        got = jax.grad(lambda x: (max_pool_3x3_s2(x) * dy).sum())(x)
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)

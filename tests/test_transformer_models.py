@@ -39,40 +39,6 @@ def test_bert_dropout_only_in_training():
     assert not np.allclose(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.5])
-def test_dropout_drops_the_rate_independently_and_scales_the_rest(rate):
-    from tljax.models.dropout import Dropout
-
-    x = jnp.full((999, 1001), 2.0)  # odd size: the last 16-bit half is unused
-    layer = Dropout(rate)
-    out = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}))
-    dropped = out == 0
-    assert abs(dropped.mean() - rate) < 3e-3  # binomial sd ≈ 5e-4 for 1e6 draws
-    np.testing.assert_allclose(out[~dropped], 2.0 / (1 - rate), rtol=1e-6)
-    # the two halves of one random word decide neighbouring elements: they must not agree more than chance
-    pairs = dropped.reshape(-1)[: dropped.size // 2 * 2].reshape(-1, 2)
-    assert abs((pairs[:, 0] & pairs[:, 1]).mean() - rate ** 2) < 3e-3
-    again = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
-    other = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
-    np.testing.assert_array_equal(np.asarray(again), out)
-    assert (np.asarray(other) != out).mean() > rate * (1 - rate)  # independent masks differ in 2·rate·(1 − rate)
-    assert layer.apply({}, x, deterministic=True) is x
-    with pytest.raises(ValueError, match="rate 1.0 must be in"):
-        Dropout(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
-
-
-@pytest.mark.parametrize("key", [jax.random.PRNGKey(0), jax.random.fold_in(jax.random.PRNGKey(7), 3),
-                                 jax.random.key(5), jax.random.key(5, impl="rbg")], ids=["raw", "folded", "typed", "rbg"])
-def test_dropout_words_are_jax_random_bits(key):
-    """The unrolled Threefry gives JAX's own words, so masks are what ``jax.random.bits`` would draw."""
-    from tljax.models.dropout import threefry_words
-
-    for n in (1, 7, 4097, 100_001):
-        np.testing.assert_array_equal(np.asarray(threefry_words(key, n)), np.asarray(jax.random.bits(key, (n,), jnp.uint32)))
-    jitted = jax.jit(threefry_words, static_argnums=1)(key, 513)
-    np.testing.assert_array_equal(np.asarray(jitted), np.asarray(jax.random.bits(key, (513,), jnp.uint32)))
-
-
 def test_bert_config_errors():
     with pytest.raises(ValueError, match="absolute"):
         models.create("bert", config={**SMALL_BERT, "position_embedding_type": "relative_key"})

@@ -1,15 +1,14 @@
-"""winograd.conv3x3: XLA's 3×3 convolution, its values and both gradients, by Winograd's F(2×2, 3×3)
-where that is faster on XLA:CPU, and XLA's own convolution everywhere else."""
+"""xla_cpu.winograd.conv3x3: XLA's 3×3 convolution, its values and both gradients, by Winograd's
+F(2×2, 3×3) for the sizes where that is faster on XLA:CPU, and XLA's own convolution for the rest.
+(``xla_cpu.Conv``, the ``nn.Conv`` that uses it: tests/test_xla_cpu_kernels.py.)"""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from tljax.models import resnet, winograd
-from tljax.models.dots import on_xla_cpu
+from tljax.models.xla_cpu import winograd
 
 
 def reference(x, kernel, strides=1):
@@ -25,7 +24,6 @@ def operands(n, h, w, c, d, dtype=jnp.float32, seed=0):
     return x, kernel, dy
 
 
-@pytest.mark.skipif(not on_xla_cpu(), reason="the Winograd route is XLA:CPU's")
 @pytest.mark.parametrize("shape", [(2, 14, 14, 8, 5), (3, 28, 12, 4, 6), (1, 16, 32, 16, 16),
                                    (2, 13, 15, 4, 6),  # odd sizes: one zero row and column, cropped
                                    (1, 56, 56, 4, 4)])
@@ -52,19 +50,3 @@ def test_other_convolutions_stay_xla_own(shape, strides, dtype):
     np.testing.assert_array_equal(winograd.conv3x3(x, kernel, strides),
                                   lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
                                                            dimension_numbers=winograd.DIMENSIONS))
-
-
-def test_resnet_3x3_conv_is_nn_conv_with_the_same_parameters():
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 14, 14, 6)), jnp.float32)
-    for strides in (1, 2):
-        ours = resnet.Conv(5, 3, strides, name="conv2")
-        plain = nn.Conv(5, (3, 3), (strides, strides), padding=((1, 1), (1, 1)), use_bias=False,
-                        kernel_init=resnet.conv_init)
-        params = ours.init(jax.random.key(0), x)
-        assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, plain.init(jax.random.key(0), x))
-        np.testing.assert_allclose(ours.apply(params, x), plain.apply(params, x), atol=1e-5)
-
-
-def test_resnet_conv_refuses_sizes_it_does_not_compute():
-    with pytest.raises(ValueError, match="not 5×5"):
-        resnet.Conv(4, 5).init(jax.random.key(0), jnp.ones((1, 8, 8, 2)))

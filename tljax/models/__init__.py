@@ -1,6 +1,8 @@
 """Model registry: ``create(arch, num_classes=None, **overrides) -> flax.linen.Module``.
 
-Models are pure linen modules; nothing here knows about optimizers, data or checkpoints.
+Models are pure linen modules; nothing here knows about optimizers, data or checkpoints. Each is
+built from plain Flax layers, or with ``cpu_kernels=True`` from their XLA:CPU forms
+(``tljax.models.xla_cpu``): the same parameters either way.
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ def register(name: str):
 
 
 def create(arch: str, num_classes: Optional[int] = None, head_zero_init: bool = False, remat: bool = False,
-           **overrides) -> nn.Module:
+           cpu_kernels: bool = False, **overrides) -> nn.Module:
     """Builds ``arch`` with a ``num_classes``-way head, or pooled features when None.
 
     ``remat`` recomputes each residual / transformer block in the backward pass instead of
-    keeping its activations (``nn.remat``): less memory for one more forward pass."""
+    keeping its activations (``nn.remat``): less memory for one more forward pass.
+    ``cpu_kernels`` builds the backbone from the XLA:CPU forms of its layers (faster there, same
+    parameters and values); a backbone without a ``cpu_kernels`` field ignores it."""
     if arch not in BACKBONES:
         near = difflib.get_close_matches(arch, BACKBONES, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
@@ -57,8 +61,11 @@ def create(arch: str, num_classes: Optional[int] = None, head_zero_init: bool = 
     if num_classes is not None:
         overrides = {**HEAD_DEFAULTS.get(arch, {}), **overrides}
     backbone = BACKBONES[arch](**overrides)
+    fields = {f.name for f in dataclasses.fields(backbone)}
+    if "cpu_kernels" in fields:
+        backbone = backbone.clone(cpu_kernels=bool(cpu_kernels))
     if remat:
-        if "remat" not in {f.name for f in dataclasses.fields(backbone)}:
+        if "remat" not in fields:
             raise ValueError(f"arch {arch!r} has no blocks to recompute (remat works for ResNet, ViT and BERT); "
                              f"set config.remat=False")
         backbone = backbone.clone(remat=True)

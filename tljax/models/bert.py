@@ -5,7 +5,8 @@ sizes; ``pooling`` picks the features: ``None`` the last hidden state ``(batch, 
 hidden)``, ``'mean'`` the attention-masked mean (sentence-transformers), ``'cls'`` the first
 token, ``'pooler'`` Hugging Face's ``tanh(dense(first token))``. Call as
 ``model.apply(v, input_ids, attention_mask=mask, token_type_ids=None, train=False)``;
-dropout draws from the ``'dropout'`` rng when ``train=True``.
+dropout draws from the ``'dropout'`` rng when ``train=True``. ``cpu_kernels`` builds it from
+the XLA:CPU forms of its layers (``tljax.models.layers``): same parameters.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import jax.numpy as jnp
 
 from tljax.models.activations import gelu
 from tljax.models.attention import SelfAttention
-from tljax.models.dots import Dense
-from tljax.models.dropout import Dropout
+from tljax.models.layers import layers
 
 ACTIVATIONS = {
     "gelu": gelu,
@@ -54,16 +54,19 @@ class BertLayer(nn.Module):
     attention_dropout: float
     initializer_range: float
     dtype: Any = jnp.float32
+    cpu_kernels: bool = False
 
     @nn.compact
     def __call__(self, x, mask, train: bool):
+        L = layers(self.cpu_kernels)
         init = nn.initializers.normal(self.initializer_range)
         norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)  # noqa: E731
-        drop = lambda y: Dropout(self.hidden_dropout)(y, deterministic=not train)  # noqa: E731
-        y = SelfAttention(self.num_heads, self.attention_dropout, init, self.dtype, name="attention")(x, mask, train)
+        drop = lambda y: L.Dropout(self.hidden_dropout)(y, deterministic=not train)  # noqa: E731
+        y = SelfAttention(self.num_heads, self.attention_dropout, init, self.dtype, self.cpu_kernels,
+                          name="attention")(x, mask, train)
         x = norm("attention_norm")(x + drop(y))
-        y = Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype, name="intermediate")(x)
-        y = Dense(x.shape[-1], kernel_init=init, dtype=self.dtype, name="output")(ACTIVATIONS[self.hidden_act](y))
+        y = L.Dense(self.intermediate_size, kernel_init=init, dtype=self.dtype, name="intermediate")(x)
+        y = L.Dense(x.shape[-1], kernel_init=init, dtype=self.dtype, name="output")(ACTIVATIONS[self.hidden_act](y))
         return norm("output_norm")(x + drop(y))
 
 
@@ -85,6 +88,7 @@ class Bert(nn.Module):
     pooling: Optional[str] = None
     dtype: Any = jnp.float32
     remat: bool = False  # recompute each layer's activations in the backward pass (less memory)
+    cpu_kernels: bool = False  # the XLA:CPU forms of the layers (tljax.models.xla_cpu)
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
@@ -108,12 +112,12 @@ class Bert(nn.Module):
              + embed(self.max_position_embeddings, "position_embeddings")(jnp.arange(length)[None])
              + embed(self.type_vocab_size, "token_type_embeddings")(token_type_ids))
         x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="embeddings_norm")(x)
-        x = Dropout(self.hidden_dropout)(x, deterministic=not train)
+        x = layers(self.cpu_kernels).Dropout(self.hidden_dropout)(x, deterministic=not train)
         layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
         for i in range(self.num_layers):
             x = layer_cls(self.num_heads, self.intermediate_size, self.layer_norm_eps, self.hidden_act,
                           self.hidden_dropout, self.attention_dropout, self.initializer_range, self.dtype,
-                          name=f"layer{i}")(x, attention_mask, train)
+                          self.cpu_kernels, name=f"layer{i}")(x, attention_mask, train)
         return pool(self, x.astype(jnp.float32), attention_mask)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models.dropout import Dropout
+from tljax.models.layers import layers
 
 
 class BagOfEmbeddings(nn.Module):
@@ -17,13 +17,14 @@ class BagOfEmbeddings(nn.Module):
     embed_dim: int = 50
     hidden: int = 0
     dropout: float = 0.0
+    cpu_kernels: bool = False  # the XLA:CPU form of Dropout (tljax.models.xla_cpu)
 
     @nn.compact
     def __call__(self, input_ids, train: bool = False, attention_mask=None, token_type_ids=None):
         x = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(input_ids)
         mask = (jnp.ones(input_ids.shape, x.dtype) if attention_mask is None else attention_mask.astype(x.dtype))
         x = (x * mask[..., None]).sum(1) / jnp.maximum(mask.sum(1, keepdims=True), 1.0)
-        x = Dropout(self.dropout, deterministic=not train)(x)
+        x = layers(self.cpu_kernels).Dropout(self.dropout, deterministic=not train)(x)
         if self.hidden:
             x = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
         return x

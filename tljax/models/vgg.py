@@ -4,6 +4,7 @@ Layers are named by position (``conv3_2``, ``bn3_2``, ``fc6``, ``fc7``), the nam
 (``block3_conv2``, ``fc1``) and torchvision (``features.N``) both map to. Features are the
 4096-wide ``fc7`` output; the 1000-way ``fc8`` is the Classifier's ``head``. Like torchvision,
 the last feature map is average-pooled to 7×7 (identity at 224²) and flattened in NHWC order.
+``cpu_kernels`` takes the XLA:CPU forms of BatchNorm and Dropout (``tljax.models.layers``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.models.batchnorm import BatchNorm
-from tljax.models.dropout import Dropout
+from tljax.models.layers import layers
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -50,24 +50,26 @@ class VGG(nn.Module):
     pool_size: int = 7
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
+    cpu_kernels: bool = False  # the XLA:CPU forms of BatchNorm and Dropout (tljax.models.xla_cpu)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        L = layers(self.cpu_kernels)
         x = x.astype(self.dtype)
         for b, widths in enumerate(self.stages, 1):
             for i, width in enumerate(widths, 1):
                 x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
                             dtype=self.dtype, name=f"conv{b}_{i}")(x)
                 if self.batch_norm:
-                    x = BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                                  name=f"bn{b}_{i}")(x, use_running_average=not train)
+                    x = L.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                                    name=f"bn{b}_{i}")(x, use_running_average=not train)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), (2, 2))
         x = adaptive_avg_pool(x, self.pool_size)
         x = x.reshape(x.shape[0], -1)
         for name in ("fc6", "fc7"):
             x = nn.relu(nn.Dense(self.fc_width, kernel_init=dense_init, dtype=self.dtype, name=name)(x))
-            x = Dropout(self.dropout_rate)(x, deterministic=not train)
+            x = L.Dropout(self.dropout_rate)(x, deterministic=not train)
         return x.astype(jnp.float32)
 
 

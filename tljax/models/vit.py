@@ -2,6 +2,7 @@
 
 Features are the final-LayerNorm'd class token; the head is the Classifier's ``head``.
 Position embeddings have a fixed length set by ``image_size`` (224 → 14×14 patches + 1).
+``cpu_kernels`` builds it from the XLA:CPU forms of its layers (``tljax.models.layers``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import jax.numpy as jnp
 
 from tljax.models.activations import gelu
 from tljax.models.attention import SelfAttention
-from tljax.models.dots import Dense
-from tljax.models.dropout import Dropout
+from tljax.models.layers import layers
 
 
 class EncoderBlock(nn.Module):
@@ -23,16 +23,18 @@ class EncoderBlock(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    cpu_kernels: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        L = layers(self.cpu_kernels)
         norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
-        drop = lambda y: Dropout(self.dropout_rate)(y, deterministic=not train)  # noqa: E731
-        y = SelfAttention(self.num_heads, self.attention_dropout_rate, dtype=self.dtype,
+        drop = lambda y: L.Dropout(self.dropout_rate)(y, deterministic=not train)  # noqa: E731
+        y = SelfAttention(self.num_heads, self.attention_dropout_rate, dtype=self.dtype, cpu_kernels=self.cpu_kernels,
                           name="attention")(norm("norm1")(x), train=train)
         x = x + drop(y)
-        y = Dense(self.mlp_dim, dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
-        y = Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(drop(gelu(y)))
+        y = L.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_fc1")(norm("norm2")(x))
+        y = L.Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(drop(gelu(y)))
         return x + drop(y)
 
 
@@ -49,6 +51,7 @@ class ViT(nn.Module):
     attention_dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     remat: bool = False  # recompute each block's activations in the backward pass (less memory)
+    cpu_kernels: bool = False  # the XLA:CPU forms of the layers (tljax.models.xla_cpu)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -63,11 +66,11 @@ class ViT(nn.Module):
         cls = self.param("cls_token", nn.initializers.zeros, (1, 1, self.hidden_size))
         x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.hidden_size)).astype(x.dtype), x], axis=1)
         x = x + self.param("pos_embed", nn.initializers.normal(0.02), (1, grid * grid + 1, self.hidden_size))
-        x = Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = layers(self.cpu_kernels).Dropout(self.dropout_rate)(x, deterministic=not train)
         block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i in range(self.num_layers):
             x = block_cls(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
-                          self.dtype, name=f"layer{i}")(x, train)
+                          self.dtype, self.cpu_kernels, name=f"layer{i}")(x, train)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         return x[:, 0].astype(jnp.float32)
 

@@ -1,17 +1,11 @@
 """Dropout that takes two keep/drop decisions from each random 32-bit word.
 
-``nn.Dropout`` draws one threefry word per element and converts it to a float; on CPU that
-random-number work is most of dropout's cost (MiniLM-L6 train step, batch 32 × 64 tokens:
-dropout 105 of 1,024 ms). Splitting each word into two 16-bit halves halves it (step −47 ms,
-same process, one run). The drop probability is rounded to a multiple of 1/65536
-(0.1 → 0.100006); ``rate`` otherwise means what it means in flax (scale kept values by
-``1 / (1 - rate)``, draw from the ``'dropout'`` rng, nothing happens when ``deterministic``).
-
-The words are ``jax.random.bits(key, (n,), uint32)``, bit for bit, but computed by
-``threefry_words``: JAX lowers Threefry on CPU as a five-iteration while loop, which XLA cannot
-fuse, so the counters and words go through memory five times. Unrolled, the hash fuses into the
-select that uses it: dropout on MiniLM's attention probabilities (32 × 12 × 64 × 64, forward
-and backward, alone) took 3.3 instead of 6.9 ms.
+``nn.Dropout`` draws one Threefry word per element; here each word's two 16-bit halves decide two
+elements, so the drop probability is ``rate`` rounded to a multiple of 1/65536 (0.1 → 0.100006).
+Otherwise as flax's: kept values scaled by ``1 / (1 - rate)``, drawn from the ``'dropout'`` rng,
+nothing when ``deterministic``; masks differ from ``nn.Dropout``'s. The words are
+``jax.random.bits(key, (n,), uint32)`` bit for bit, with the Threefry rounds unrolled
+(``threefry_words``) so XLA:CPU fuses the hash into the select instead of running JAX's loop.
 """
 
 from __future__ import annotations
@@ -51,6 +45,8 @@ def threefry_words(key: jax.Array, n: int) -> jax.Array:
 
 
 class Dropout(nn.Module):
+    """``nn.Dropout``'s ``rate`` and ``deterministic``, with the mask described above."""
+
     rate: float
     deterministic: Optional[bool] = None
 

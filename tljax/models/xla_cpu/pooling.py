@@ -1,13 +1,11 @@
 """torchvision's stem max-pool (3×3, stride 2, padding 1) with a hand-written backward.
 
-``nn.max_pool``'s gradient is XLA's ``select_and_scatter``, which XLA:CPU expands into index
-arrays: the pool cost 148 ms of a 2.8 s ResNet-50 train step (batch 16, 224²; PyTorch's ≈ 50).
-Here the backward routes each output's gradient to the first maximum of its window (as
-PyTorch and ``select_and_scatter`` do) with 9 strided compares and pads that XLA fuses:
-step −107 ms (interleaved A/B, one process). Same values as ``nn.max_pool``, up to the order in
-which overlapping windows' gradients are summed (≈ 1e-7 of the largest). Keeping each window's
-index from the forward pass was twice as fast alone but not in the step: XLA recomputed the
-index inside the backward's fusions (``PERFORMANCE.md``).
+``nn.max_pool``'s gradient is XLA's ``select_and_scatter``, which XLA:CPU expands into index arrays.
+Here the backward routes each output's gradient to the first maximum of its window (as PyTorch and
+``select_and_scatter`` do) with 9 strided compares and pads that XLA fuses. The input is stored
+first (``residual.store``): the compares need the very values the forward pooled, and XLA:CPU
+recomputing the producer (BatchNorm, ReLU) in another fusion may round it differently. Same values
+as ``nn.max_pool``; gradients up to the order in which overlapping windows' shares are summed.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from tljax.models.xla_cpu.residual import store
+
 PADDING = ((0, 0), (1, 1), (1, 1), (0, 0))
 
 
@@ -23,9 +23,13 @@ def _pool(x):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), PADDING)
 
 
-@jax.custom_vjp
 def max_pool_3x3_s2(x):
     """``x``: NHWC → NHWC with ⌈H/2⌉ × ⌈W/2⌉ positions."""
+    return _max_pool(store(x))
+
+
+@jax.custom_vjp
+def _max_pool(x):
     return _pool(x)
 
 
@@ -53,4 +57,4 @@ def _backward(saved, dy):
     return (dx[:, 1:height + 1, 1:width + 1],)
 
 
-max_pool_3x3_s2.defvjp(_forward, _backward)
+_max_pool.defvjp(_forward, _backward)
