@@ -7,7 +7,12 @@ refused with a clear error before anything is overwritten or deleted.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import sys
+import threading
 from typing import Any, Dict, Optional, Sequence
 
 import jax
@@ -23,6 +28,10 @@ class CheckpointMismatchError(ValueError):
     """The workdir's checkpoint belongs to another model or strategy."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, quota, permissions); earlier ones are intact."""
+
+
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
                                            enable_async_checkpointing=False)
@@ -36,14 +45,49 @@ def describe(state, **extra) -> Dict[str, Any]:
 
 
 def save(mngr: ocp.CheckpointManager, state, data_state: Optional[Dict[str, Any]] = None, **meta) -> None:
-    """``data_state`` (the input iterator's JSON state) is saved as the ``data`` item."""
+    """``data_state`` (the input iterator's JSON state) is saved as the ``data`` item. A failed write
+    raises one ``CheckpointWriteError`` naming the step, the folder and the cause."""
     items = {name: ocp.args.StandardSave(getattr(state, name)) for name in STATE_ITEMS
              if jax.tree.leaves(getattr(state, name))}
     items["meta"] = ocp.args.JsonSave(describe(state, **meta))
     if data_state is not None:
         items["data"] = ocp.args.JsonSave(data_state)
-    mngr.save(int(state.step), args=ocp.args.Composite(**items), force=True)
-    mngr.wait_until_finished()
+    step = int(state.step)
+    try:
+        with _quiet_background_failures():
+            mngr.save(step, args=ocp.args.Composite(**items), force=True)
+            mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 (tensorstore/orbax raise ValueError, OSError, RuntimeError …)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its "never retrieved" echoes of the same cause
+        raise CheckpointWriteError(
+            f"could not write checkpoint step {step} to {mngr.directory} ({_cause(e)}); the checkpoints before "
+            "it are intact and a rerun resumes from the latest of them: free disk space or pick another "
+            "--workdir") from None
+
+
+def _cause(error: Exception) -> str:
+    """The operating system's words for a failed write (tensorstore buries them in a long message)."""
+    codes = re.findall(r"os_error_code='?(\d+)", str(error))
+    if codes:
+        return f"{os.strerror(int(codes[-1]))}, errno {codes[-1]}"
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:300]
+
+
+@contextlib.contextmanager
+def _quiet_background_failures():
+    """While a write fails, orbax's and tensorstore's threads print a traceback per pending callback
+    ("Event loop is closed") and log the cause at ERROR; ``save`` reports the cause once instead."""
+    hooks = sys.excepthook, sys.unraisablehook, threading.excepthook
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    sys.excepthook = sys.unraisablehook = threading.excepthook = lambda *args: None
+    absl_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
+        absl_logger.setLevel(level)
 
 
 def restore_data_state(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
@@ -55,11 +99,12 @@ def restore_data_state(mngr: ocp.CheckpointManager, step: Optional[int] = None) 
 
 
 def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str,
-               allowed_changes: Sequence[str] = ()) -> Dict[str, Any]:
+               changeable: Sequence[str] = (), allow_changes: bool = False) -> Dict[str, Any]:
     """Refuses to resume a checkpoint of another model, strategy or optimizer (deletes nothing).
 
-    Fields in ``allowed_changes`` may differ: they are returned as ``{field: [checkpoint's, this
-    run's]}`` for the summary. Fields an older checkpoint did not record are not compared.
+    ``changeable`` fields may differ when ``allow_changes``: they are returned as ``{field:
+    [checkpoint's, this run's]}`` for the summary. Fields an older checkpoint did not record are
+    not compared.
     """
     problems, changes = [], {}
     for key in sorted(set(saved) & set(expected)):
@@ -72,17 +117,17 @@ def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str,
                 problems.append(f"{len(diff)} parameters differ, e.g. {diff[0]!r}: "
                                 f"checkpoint {a.get(diff[0])}, this run {b.get(diff[0])}")
         elif saved[key] != expected[key]:
-            if key in allowed_changes:
+            if key in changeable and allow_changes:
                 changes[key] = [saved[key], expected[key]]
             else:
                 problems.append(f"{key}: checkpoint {saved[key]!r}, this run {expected[key]!r}")
     if problems:
+        only_changeable = all(p.split(":")[0] in changeable for p in problems)
         raise CheckpointMismatchError(
             f"the checkpoint in {directory} belongs to a different run:\n  " + "\n  ".join(problems)
-            + "\nNothing was moved or deleted. Rerun with the checkpoint's settings, use another --workdir, or remove "
-            "that folder yourself to start over" + (f" (or --config.allow_resume_changes=True to resume with a "
-                                                      f"different {'/'.join(allowed_changes)})" if allowed_changes else "")
-            + ".")
+            + "\nNothing was deleted or moved. Rerun with the checkpoint's settings, use another --workdir, or remove "
+            "that folder yourself to start over"
+            + (" (or resume with the new values: --config.allow_resume_changes=True)" if only_changeable else "") + ".")
     return changes
 
 

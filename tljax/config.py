@@ -55,6 +55,11 @@ def _parse_like(current, text: str, key: str):
         if text.lower() in ("false", "0", "no"):
             return False
         raise ValueError(f"--config.{key}={text!r}: expected a bool (true/false)")
+    if isinstance(current, float):
+        try:
+            return float(text)  # also 'inf' and 'nan', which validate() then refuses by name
+        except ValueError:
+            raise ValueError(f"--config.{key}={text!r}: expected a float") from None
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):

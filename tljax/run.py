@@ -17,11 +17,12 @@ import jax
 
 from tljax import config as C
 from tljax import distributed, methods
-from tljax.checkpoint import CheckpointMismatchError
+from tljax.checkpoint import CheckpointMismatchError, CheckpointWriteError
 from tljax.train import devices, host_memory, report, workdir
 from tljax.train.faults import TrainingFault
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TrainingFault, CheckpointMismatchError, workdir.WorkdirBusy)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TrainingFault, CheckpointMismatchError, CheckpointWriteError,
+               workdir.WorkdirBusy)
 
 
 def check_devices(config) -> None:

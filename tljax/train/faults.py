@@ -2,8 +2,8 @@
 
 - A NaN or inf loss (or gradient norm): ``config.nan_policy='stop'`` ends the run with the
   step, the batch and its training-split example indices, and saves nothing. When the latest
-  checkpoint holds the parameters that gave that loss and they give non-finite outputs on an
-  earlier batch too (diverged parameters, however finite they look, not one bad batch), it is
+  checkpoint holds the parameters that gave that loss and they give a non-finite loss or
+  gradient on the batch before too (diverged parameters, however finite they look, not one bad batch), it is
   moved aside, so a rerun resumes from a checkpoint that still trains. ``'skip'`` drops the update inside the compiled step; the run
   stops once more than ``config.max_skipped_fraction`` of its steps were skipped.
 - A checkpoint of another run (model, strategy, optimizer, batch size, learning rate) is a
@@ -59,11 +59,11 @@ class NanGuard:
     def examples(self, batch_index: int):
         return data.pipeline.batch_example_indices(self.split, self.batch_size, self.seed, batch_index).tolist()
 
-    def check(self, metrics: Dict[str, Any], batch_index: int, params_finite_at=None) -> None:
+    def check(self, metrics: Dict[str, Any], batch_index: int, trains_at=None) -> None:
         """``batch_index``: the 0-based global batch of this run (its step before the update).
 
-        ``params_finite_at(step)``: whether checkpoint ``step``'s parameters give finite outputs on
-        a batch they had trained on without trouble; False marks that checkpoint as poisoned."""
+        ``trains_at(step)``: whether checkpoint ``step`` gives a finite loss and gradient on a batch
+        that trained without trouble before; False marks that checkpoint as diverged."""
         if self.skip:
             if metrics["skipped"]:
                 self.skipped_batches.append(batch_index)
@@ -77,8 +77,7 @@ class NanGuard:
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         if np.isfinite(loss) and np.isfinite(grad_norm):
             return
-        poisoned = (batch_index in self.mngr.all_steps() and params_finite_at is not None
-                    and not params_finite_at(batch_index))
+        poisoned = batch_index in self.mngr.all_steps() and trains_at is not None and not trains_at(batch_index)
         moved = self.drop_poisoned_checkpoint(batch_index) if poisoned else ""
         latest = self.mngr.latest_step()
         kept = (f"the last good checkpoint is step {latest} in {self.mngr.directory} (rerunning resumes there)"
@@ -96,8 +95,8 @@ class NanGuard:
             where = set_aside(self.mngr.directory / str(batch_index), str(self.mngr.directory), ".nonfinite")
         _sync(f"tljax_nonfinite_checkpoint_{batch_index}")
         self.mngr.reload()
-        return (f"; checkpoint step {batch_index} holds the parameters that gave it, and they give non-finite outputs "
-                f"on an earlier batch too, so it was moved aside to {where} (not deleted)")
+        return (f"; checkpoint step {batch_index} holds the parameters that gave it, and they give a non-finite loss "
+                f"or gradient on the batch before it too, so it was moved aside to {where} (not deleted)")
 
     def summary(self) -> Dict[str, Any]:
         """Counts this process's run (a resumed run counts from ``resumed_from_step``)."""
@@ -158,9 +157,10 @@ def _read(mngr, state, sharding, step: int):
 
 
 def restore_latest_good(mngr: ocp.CheckpointManager, state, sharding, meta: Dict[str, Any],
-                        allowed_changes: Sequence[str] = ()) -> Tuple[Any, Optional[Dict], Dict[str, Any]]:
+                        changeable: Sequence[str] = (), allow_changes: bool = False
+                        ) -> Tuple[Any, Optional[Dict], Dict[str, Any]]:
     """``(state, data iterator state, changes)`` of the newest checkpoint that restores, or
-    ``(None, None, {})``. ``changes`` are the ``allowed_changes`` fields that differ from the run's.
+    ``(None, None, {})``. ``changes``: the ``changeable`` fields that differ, when ``allow_changes``.
 
     A checkpoint of another run (its meta or its arrays' shapes differ) is refused with
     ``CheckpointMismatchError`` before anything is read or moved; only unreadable ones are set aside.
@@ -168,7 +168,7 @@ def restore_latest_good(mngr: ocp.CheckpointManager, state, sharding, meta: Dict
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
             changes = checkpoint.check_meta(checkpoint.read_meta(mngr, step), checkpoint.describe(state, **meta),
-                                            str(mngr.directory), allowed_changes)
+                                            str(mngr.directory), changeable, allow_changes)
             checkpoint.check_structure(mngr, step, state)
             return (*_read(mngr, state, sharding, step), changes)
         except checkpoint.CheckpointMismatchError:

@@ -86,7 +86,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     meta = run_meta(config, strategy, num_classes)
     mngr = faults.checkpoint_manager(os.path.join(workdir, "ckpt"))  # unfinished writes are set aside
     restored, data_state, resume_changes = faults.restore_latest_good(
-        mngr, state, shardings, meta, RESUME_CHANGES if config.allow_resume_changes else ())
+        mngr, state, shardings, meta, RESUME_CHANGES, config.allow_resume_changes)
     state = restored or state
     start_step = int(state.step)
     # grain's random-access iterator state is the next batch index; older checkpoints saved none
@@ -105,15 +105,17 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
                                                             shardings)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
 
-    def params_finite_at(saved_step: int) -> bool:
-        """Checkpoint ``saved_step``'s model outputs on the batch before it (which trained fine)."""
-        saved = checkpoint.load_params(os.path.join(workdir, "ckpt"), saved_step)
-        saved = {"params": param_fn(saved["params"]) if param_fn else saved["params"],
-                 "batch_stats": saved.get("batch_stats", {})}
-        earlier = data.pipeline.train_dataset(split_train, config.batch_size, config.seed)[max(saved_step - 1, 0)]
-        outputs = jax.jit(lambda v, b: S.eval_step(v, eval_pre(b) if eval_pre else b, model=model, logits=True))(
-            saved, earlier)
-        return bool(np.all(np.isfinite(np.asarray(outputs))))
+    def trains_at(saved_step: int) -> bool:
+        """Whether checkpoint ``saved_step`` still gives a finite loss and gradient on the batch
+        before it (which trained fine): False means its parameters diverged, not the data."""
+        saved = checkpoint.restore(mngr, state, shardings, saved_step)
+        earlier = data.pipeline.train_dataset(split_train, config.batch_size, config.seed, jax.process_index(),
+                                              jax.process_count(), buckets)[max(saved_step - 1, 0)]
+        if shape_key(earlier) not in compiled_steps:
+            compiled_steps[shape_key(earlier)] = D.compile_train_step(step_fn, saved, D.shard_batch(earlier, mesh),
+                                                                      mesh, shardings)[0]
+        _, probe = jax.device_get(compiled_steps[shape_key(earlier)](saved, D.shard_batch(earlier, mesh)))
+        return bool(np.isfinite(probe["loss"]) and np.isfinite(probe["grad_norm"]))
 
     def save():
         faults.check_finite_before_save(state, int(state.step))
@@ -132,7 +134,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         state, metrics = compiled_steps[shape_key(batch)](state, D.shard_batch(batch, mesh))
         metrics = jax.device_get(metrics)
         step_times.append(time.perf_counter() - start)
-        guard.check(metrics, step, params_finite_at)  # nan_policy: stop (raises) or count the skipped update
+        guard.check(metrics, step, trains_at)  # nan_policy: stop (raises) or count the skipped update
         done = step + 1
         if done % config.log_every == 0 or done == config.num_steps:
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
