@@ -1,6 +1,6 @@
 """The seed's recipe: ImageNet VGG16 (Keras weights) → CIFAR-10 via TFDS, with its augmentation.
 
-    python -m tljax.train --config configs/cifar10_vgg16.py --workdir runs/cifar10_vgg16
+    python -m tljax.run --config configs/cifar10_vgg16.py --workdir runs/cifar10_vgg16
 
 Needs CIFAR-10 prepared for random access (``tfds build cifar10 --file_format=array_record``,
 or set ``data.data_dir``); no TensorFlow is needed to read it. Augmentation on device as the

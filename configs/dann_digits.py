@@ -1,7 +1,7 @@
 """Domain adaptation (DANN) on sklearn digits: labelled digits → unlabelled shifted digits.
 
-    python -m tljax.train --config configs/dann_digits.py --workdir runs/dann
-    python -m tljax.train --config configs/dann_digits.py --workdir runs/source_only --config.adapt.method=source_only
+    python -m tljax.run --config configs/dann_digits.py --workdir runs/dann
+    python -m tljax.run --config configs/dann_digits.py --workdir runs/source_only --config.adapt.method=source_only
 
 The source is the labelled training split; the target is the test split's images under
 ``adapt.shift`` (inverted / rotated / noisy, built in code), half of them unlabelled for

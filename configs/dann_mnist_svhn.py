@@ -1,7 +1,7 @@
 """Domain adaptation (DANN) through TFDS: labelled MNIST → unlabelled SVHN digits.
 
-    python -m tljax.train --config configs/dann_mnist_svhn.py --workdir runs/dann_mnist_svhn
-    python -m tljax.train --config configs/dann_mnist_svhn.py --workdir runs/mnist_svhn_source_only \\
+    python -m tljax.run --config configs/dann_mnist_svhn.py --workdir runs/dann_mnist_svhn
+    python -m tljax.run --config configs/dann_mnist_svhn.py --workdir runs/mnist_svhn_source_only \\
         --config.adapt.method=source_only
 
 Needs ``mnist`` and ``svhn_cropped`` prepared for random access (``tfds build mnist svhn_cropped

@@ -1,6 +1,6 @@
 """Digits 0–4 → digits 5–9 with 10 labels per class: the offline transfer demo.
 
-    python -m tljax.train --config configs/digits_transfer.py --workdir runs/digits
+    python -m tljax.run --config configs/digits_transfer.py --workdir runs/digits
 
 Pre-trains a small ResNet on sklearn digits 0–4 (saved in ``runs/digits/source``, reused
 when present), then trains on digits 5–9 with ``target_labels_per_class`` labels per class

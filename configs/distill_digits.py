@@ -1,7 +1,7 @@
 """Knowledge distillation on sklearn digits: a ResNet teacher → a 4× narrower student.
 
-    python -m tljax.train --config configs/distill_digits.py --workdir runs/distill
-    python -m tljax.train --config configs/distill_digits.py --workdir runs/distill_plain --config.distill.alpha=1.0
+    python -m tljax.run --config configs/distill_digits.py --workdir runs/distill
+    python -m tljax.run --config configs/distill_digits.py --workdir runs/distill_plain --config.distill.alpha=1.0
 
 All 10 classes, ``data.train_examples`` labelled images. The teacher (``distill.teacher``'s
 fields over this config) trains first in ``runs/distill/teacher`` (or ``distill.teacher_workdir``:

@@ -1,7 +1,7 @@
 """ImageNet ResNet-50 → ants vs bees (the hymenoptera image folder), full fine-tuning.
 
-    python -m tljax.train --config configs/hymenoptera_resnet50.py --workdir runs/hymenoptera
-    python -m tljax.train --config configs/hymenoptera_resnet50.py --workdir /tmp/hym_smoke \\
+    python -m tljax.run --config configs/hymenoptera_resnet50.py --workdir runs/hymenoptera
+    python -m tljax.run --config configs/hymenoptera_resnet50.py --workdir /tmp/hym_smoke \\
         --config.arch=resnet18 --config.pretrained=resnet18.tv_in1k --config.image_size=64 --config.num_steps=4
 
 Reads ``../shared/data/hymenoptera/{train,val}/{ants,bees}`` relative to the repository root

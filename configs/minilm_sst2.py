@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2 → SST-2 sentiment: mean pooling + a linear head, full fine-tuning.
 
-    python -m tljax.train --config configs/minilm_sst2.py --workdir runs/minilm_sst2
-    python -m tljax.train --config configs/minilm_sst2.py --workdir /tmp/minilm_smoke \\
+    python -m tljax.run --config configs/minilm_sst2.py --workdir runs/minilm_sst2
+    python -m tljax.run --config configs/minilm_sst2.py --workdir /tmp/minilm_smoke \\
         --config.train_examples=256 --config.epochs=1        # end-to-end smoke run, ~1 minute on 2 CPU cores
 
 Reads ``../shared/data/sst2`` (``train.tsv``/``dev.tsv``/``test.tsv``, header ``sentence<TAB>label``)

@@ -1,6 +1,6 @@
 """Pre-train on MNIST digits, transfer to EMNIST letters (both via TFDS), linear probe vs full FT.
 
-    python -m tljax.train --config configs/mnist_to_emnist.py --workdir runs/mnist_emnist
+    python -m tljax.run --config configs/mnist_to_emnist.py --workdir runs/mnist_emnist
 
 Needs ``mnist`` and ``emnist/letters`` prepared for random access (``tfds build mnist emnist/letters
 --file_format=array_record``, or set ``data.data_dir`` and ``source.data.data_dir``). The source run

@@ -1,7 +1,7 @@
 """Multi-task on sklearn digits: digit class (few labels) + parity (many labels) on one ResNet trunk.
 
-    python -m tljax.train --config configs/multitask_digits.py --workdir runs/multitask
-    python -m tljax.train --config configs/multitask_digits.py --workdir runs/single --config.tasks.parity.ratio=0.0
+    python -m tljax.run --config configs/multitask_digits.py --workdir runs/multitask
+    python -m tljax.run --config configs/multitask_digits.py --workdir runs/single --config.tasks.parity.ratio=0.0
 
 Both tasks split the same images with the same seed (so no test image is trained on by either);
 the digit task keeps ``train_examples`` labels, parity all. Batches mix the tasks by ``ratio``;

@@ -1,8 +1,8 @@
 """Static word vectors on SST-2: a bag-of-embeddings classifier over MiniLM's word-piece table.
 
-    python -m tljax.train --config configs/wordvec_sst2.py --workdir runs/wordvec            # embedding frozen
-    python -m tljax.train --config configs/wordvec_sst2.py --workdir runs/wordvec_ft --config.strategy=full_ft
-    python -m tljax.train --config configs/wordvec_sst2.py --workdir runs/bow_scratch --config.strategy=scratch
+    python -m tljax.run --config configs/wordvec_sst2.py --workdir runs/wordvec            # embedding frozen
+    python -m tljax.run --config configs/wordvec_sst2.py --workdir runs/wordvec_ft --config.strategy=full_ft
+    python -m tljax.run --config configs/wordvec_sst2.py --workdir runs/bow_scratch --config.strategy=scratch
     ... --config.wordvec.path=glove.6B.100d.txt                                          # GloVe instead
 
 ``wordvec.path``: a GloVe/word2vec text file aligned to ``data.tokenizer``'s vocabulary (the

@@ -2,7 +2,7 @@
 
     python scripts/benchmark_freezing.py --config configs/bench_digits.py --out runs/bench_digits
 
-Each cell is one ``python -m tljax.train`` run in its own process (so peak memory is the
+Each cell is one ``python -m tljax.run`` run in its own process (so peak memory is the
 cell's own) in ``OUT/cells/<cell>``; cells whose ``summary.json`` exists are skipped, so an
 interrupted benchmark resumes. A strategy written ``name+cache`` runs with
 ``config.feature_cache=True``; ``name|lr=1e-3`` adds config overrides to that cell; ``name@configs/x.py``

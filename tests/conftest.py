@@ -23,3 +23,11 @@ def runlocal_config():
     from tljax.config import load_file
 
     return load_file(os.path.join(ROOT, "configs/digits_transfer.py:runlocal"))
+
+
+def pytest_collection_modifyitems(items):
+    """Marks tests that start other processes (``-m "not subprocess"`` skips them); CI runs all."""
+    for item in items:
+        names = getattr(getattr(item, "function", None), "__code__", None)
+        if names is not None and {"run_train", "subprocess", "Popen"} & set(names.co_names):
+            item.add_marker(pytest.mark.subprocess)

@@ -20,7 +20,6 @@ from tljax.train import workdir
 
 MESH_AXES = ("data", "fsdp")
 FSDP_MIN_ELEMENTS = 2 ** 14  # arrays smaller than this (64 KiB in float32) stay whole on every device
-DEFAULT_COMPILATION_CACHE = "~/.cache/tljax/xla"  # where ``python -m tljax.train`` keeps compiled steps
 
 # XLA:CPU (jaxlib 0.10) hands convolutions and dots to YNNPACK by default. Its own (Eigen)
 # convolutions are faster for ResNet's 3×3 ones (3×3, 64 channels at 56², fwd + both grads: 81 vs
