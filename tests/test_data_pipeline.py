@@ -100,4 +100,5 @@ def test_loop_saves_the_iterator_state_with_the_checkpoint(runlocal_config, tmp_
     train, test, info = data.load_splits(config.data, config.seed)
     loop.fit(config, train, {k: v[:16] for k, v in test.items()}, info["num_classes"], str(tmp_path), "full_ft",
              info=info)
-    assert checkpoint.restore_data_state(checkpoint.manager(str(tmp_path / "ckpt"))) == {"next_index": 3}
+    mngr = checkpoint.manager(str(tmp_path / "ckpt"))
+    assert checkpoint.restore_json(mngr, mngr.latest_step(), "data") == {"next_index": 3}

@@ -44,14 +44,18 @@ def describe(state, **extra) -> Dict[str, Any]:
     return {"step": int(state.step), "param_shapes": shapes, **extra}
 
 
-def save(mngr: ocp.CheckpointManager, state, data_state: Optional[Dict[str, Any]] = None, **meta) -> None:
-    """``data_state`` (the input iterator's JSON state) is saved as the ``data`` item. A failed write
-    raises one ``CheckpointWriteError`` naming the step, the folder and the cause."""
+def save(mngr: ocp.CheckpointManager, state, data_state: Optional[Dict[str, Any]] = None,
+         selection: Optional[Dict[str, Any]] = None, **meta) -> None:
+    """``data_state`` (the input iterator's JSON state) is saved as the ``data`` item, ``selection``
+    (best-so-far and patience, ``tljax.train.selection``) as ``selection``. A failed write raises
+    one ``CheckpointWriteError`` naming the step, the folder and the cause."""
     items = {name: ocp.args.StandardSave(getattr(state, name)) for name in STATE_ITEMS
              if jax.tree.leaves(getattr(state, name))}
     items["meta"] = ocp.args.JsonSave(describe(state, **meta))
     if data_state is not None:
         items["data"] = ocp.args.JsonSave(data_state)
+    if selection is not None:
+        items["selection"] = ocp.args.JsonSave(selection)
     step = int(state.step)
     try:
         with _quiet_background_failures():
@@ -90,12 +94,11 @@ def _quiet_background_failures():
         absl_logger.setLevel(level)
 
 
-def restore_data_state(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> Optional[Dict[str, Any]]:
-    """The input iterator state saved with checkpoint ``step`` (default: the latest), or None (none saved)."""
-    step = mngr.latest_step() if step is None else step
-    if step is None or not (mngr.directory / str(step) / "data").exists():
+def restore_json(mngr: ocp.CheckpointManager, step: int, item: str) -> Optional[Dict[str, Any]]:
+    """A JSON item (``data``: the input iterator's state, ``selection``) of checkpoint ``step``, or None."""
+    if not (mngr.directory / str(step) / item).exists():
         return None
-    return mngr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+    return mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item]
 
 
 def check_meta(saved: Dict[str, Any], expected: Dict[str, Any], directory: str,

@@ -44,7 +44,12 @@ FIELDS: Tuple[Tuple[str, Any, str], ...] = (
     ("num_steps", 100, "optimisation steps"),
     ("grad_accum", 1, "k > 1: k micro-batches of batch_size / k per update (BatchNorm sees micro-batches)"),
     ("accum_in_loop", "auto", "grad_accum micro-batches in a lax.scan (less memory): auto (not on CPU), on, off"),
-    # logs and checkpoints
+    # validation, checkpoint selection, logs
+    ("eval_every", 0, "steps between validation evaluations (0: only at the end); needs a validation split"),
+    ("best_metric", "accuracy", "validation metric that picks the checkpoint evaluated on test"),
+    ("best_mode", "auto", "max or min of best_metric (auto: min for loss, else max)"),
+    ("early_stopping_patience", 0, "stop after this many evaluations without improvement (0: never)"),
+    ("tensorboard", True, "also write TensorBoard events to WORKDIR/tb (when tensorboardX is installed)"),
     ("log_every", 10, "steps between metrics.jsonl lines"),
     ("ckpt_every", 0, "steps between checkpoints (0: only at the end)"),
     ("stop_at_step", 0, "> 0: save and stop there, as if pre-empted (rerun to resume)"),
@@ -72,6 +77,9 @@ FIELDS: Tuple[Tuple[str, Any, str], ...] = (
     ("data.labels_per_class", 0, "digits: labelled examples per class (0: use test_fraction)"),
     ("data.test_fraction", 0.2, "digits: held-out fraction"),
     ("data.train_examples", 0, "a seeded subset of the training split (0: all)"),
+    ("data.val_fraction", 0.0, "validation: a seeded, stratified fraction of the training split"),
+    ("data.val_split", "", "validation: a tfds / image_folder split name instead"),
+    ("data.val_path", "", "validation: a text file instead (same columns as train_path)"),
     ("data.path", "", "image_folder: root with one sub-folder per split"),
     ("data.image_size", 224, "image_folder: images resized to this square size"),
     ("data.train_split", "train", "tfds / image_folder: training split name"),
@@ -102,11 +110,14 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "host_malloc": ("keep", "default", "jemalloc"),
     "cpu_kernels": ("auto", "on", "off"),
     "accum_in_loop": ("auto", "on", "off"),
+    "best_metric": ("accuracy", "f1_macro", "loss"),
+    "best_mode": ("auto", "max", "min"),
 }
 POSITIVE = ("batch_size", "num_steps", "lr", "eval_batch_size", "grad_accum", "log_every")
 NON_NEGATIVE = ("wd", "momentum", "warmup_steps", "ckpt_every", "stop_at_step", "min_free_mb", "cv_folds",
-                "mixed_examples", "data.labels_per_class", "data.train_examples")
-FRACTIONS = ("max_skipped_fraction", "data.test_fraction")  # in [0, 1]
+                "mixed_examples", "data.labels_per_class", "data.train_examples", "eval_every",
+                "early_stopping_patience")
+FRACTIONS = ("max_skipped_fraction", "data.test_fraction", "data.val_fraction")  # in [0, 1]
 
 # Method sections: off (None) unless a config sets them; their declared fields and defaults.
 SECTIONS: Dict[str, Dict[str, Any]] = {

@@ -1,6 +1,7 @@
 """Data sources -> splits -> one grain pipeline (``tljax.data.pipeline``).
 
-``load_splits(data_config, seed) -> (train, test, info)``. A split is a dict of numpy arrays
+``load_splits(data_config, seed) -> (train, test, info)``; ``info["val"]`` is the validation
+split (``data.val_fraction``, ``val_split`` or ``val_path``) or None. A split is a dict of numpy arrays
 (``image``/``label``, or ``input_ids``/``attention_mask``/``token_type_ids``/``label``) or a
 random-access object of such examples. ``info`` holds ``num_classes``, ``label_names``,
 ``skipped_examples``, ``train_examples``/``test_examples`` (read) and, for text, ``buckets``.
@@ -63,6 +64,7 @@ def _tfds(cfg, seed):
     kw = dict(data_dir=cfg.data_dir or None, image_key=cfg.image_key, label_key=cfg.label_key, download=cfg.download)
     train, info = tfds_source.load(name, cfg.train_split, **kw)
     test, _ = tfds_source.load(name, cfg.test_split or "test", **kw)
+    info["val"] = tfds_source.load(name, cfg.val_split, **kw)[0] if cfg.val_split else None
     return train, test, info
 
 
@@ -76,8 +78,12 @@ def _image_folder(cfg, seed):
     test, test_info = image_folder.load(os.path.join(cfg.path, cfg.test_split or "val"), size,
                                         class_names=info["label_names"])
     skipped = info["skipped_paths"] + test_info["skipped_paths"]
+    val = None
+    if cfg.val_split:
+        val, val_info = image_folder.load(os.path.join(cfg.path, cfg.val_split), size, class_names=info["label_names"])
+        skipped += val_info["skipped_paths"]
     return train, test, {"num_classes": len(info["label_names"]), "label_names": info["label_names"],
-                         "skipped_examples": len(skipped), "skipped_paths": skipped}
+                         "skipped_examples": len(skipped), "skipped_paths": skipped, "val": val}
 
 
 def _text(cfg, seed):
@@ -99,9 +105,14 @@ def _text(cfg, seed):
     train["label"] = np.asarray(ids, np.int32)[keep]
     test = text.tokenize(tokenizer, test_texts, cfg.max_len, desc="tokenize test")
     test["label"] = np.asarray(test_ids, np.int32)
+    val = None
+    if cfg.val_path:
+        val_texts, val_labels, val_lines = text_files.read_rows(cfg.val_path, delimiter, *cols)
+        val = text.tokenize(tokenizer, val_texts, cfg.max_len, desc="tokenize validation")
+        val["label"] = np.asarray(text_files.label_ids(val_labels, names, cfg.val_path, val_lines), np.int32)
     buckets = tuple(cfg.buckets) or text.default_buckets(cfg.max_len)
     return train, test, {"num_classes": len(names), "label_names": list(names), "buckets": buckets,
-                         "rows_in_train_file": len(texts)}
+                         "rows_in_train_file": len(texts), "val": val}
 
 
 def load_splits(cfg, seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
@@ -120,13 +131,39 @@ def load_splits(cfg, seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
     train, test, info = loader(cfg, seed)
     if cfg.source not in ("text_tsv", "text_csv"):  # text subsets before tokenising
         train = take(train, subset_indices(pipeline.num_examples(train), cfg.train_examples, seed))
+    info.setdefault("val", None)
+    if cfg.val_fraction:
+        if info["val"] is not None:
+            raise ValueError("set one of data.val_fraction, data.val_split and data.val_path, not several")
+        train, info["val"] = stratified_split(train, cfg.val_fraction, seed, info.get("label_names"))
     if info["num_classes"] < 2:
         raise ValueError(f"data.source={cfg.source!r} has {info['num_classes']} class ({info.get('label_names')}); "
                          "a classifier needs at least two: check the data path, data.classes or the label column")
     info.setdefault("skipped_examples", 0)
     info["train_examples"] = pipeline.num_examples(train)
     info["test_examples"] = pipeline.num_examples(test)
+    info["val_examples"] = pipeline.num_examples(info["val"]) if info["val"] is not None else 0
     return train, test, info
+
+
+def stratified_split(split, fraction: float, seed: int, label_names=None):
+    """``(train, validation)``: a seeded ``fraction`` of each class's examples held out, so the
+    validation split has every class in the training split's proportions."""
+    labels = pipeline.labels_of(split)
+    rng = np.random.default_rng([seed, 11])
+    held = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n = int(round(fraction * len(members)))
+        if n < 1 or n >= len(members):
+            name = label_names[c] if label_names is not None and c < len(label_names) else c
+            raise ValueError(f"data.val_fraction={fraction} leaves class {name!r} ({len(members)} training examples) "
+                             f"with {'no validation' if n < 1 else 'no training'} examples; raise or lower "
+                             "data.val_fraction, or give data.val_split / data.val_path")
+        held.append(members[:n])
+    val_idx = np.sort(np.concatenate(held))
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return take(split, train_idx), take(split, val_idx)
 
 
 __all__ = ["augment", "digits", "pipeline", "text", "load_splits", "SOURCES"]

@@ -26,6 +26,17 @@ def num_examples(split) -> int:
     return len(next(iter(split.values()))) if isinstance(split, dict) else len(split)
 
 
+def labels_of(split) -> np.ndarray:
+    """Every example's label, reading as little as the split allows (an image folder knows its labels)."""
+    if isinstance(split, dict):
+        return np.asarray(split["label"])
+    if hasattr(split, "labels"):
+        return np.asarray(split.labels)
+    if hasattr(split, "source") and hasattr(split, "indices"):  # a Subset
+        return labels_of(split.source)[split.indices]
+    return np.asarray([split[i]["label"] for i in range(len(split))])
+
+
 def read(split, idx: np.ndarray) -> Batch:
     """Examples ``idx`` of ``split`` stacked into a batch."""
     if isinstance(split, dict):

@@ -8,6 +8,7 @@ optimisation problem at a fraction of the cost.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, Sequence, Tuple
 
 import jax
@@ -31,7 +32,8 @@ def apply_to_split(fn, variables, split, batch_size: int, mesh, buckets: Sequenc
     out, labels = [], []
     batches = data.pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count(), buckets)
     total = -(-data.pipeline.num_examples(split) // batch_size)
-    for batch in tqdm(batches, desc=desc, leave=False, total=total, disable=jax.process_index() != 0):
+    interactive = sys.stderr.isatty() and jax.process_index() == 0  # no bars in log files
+    for batch in tqdm(batches, desc=desc, leave=False, total=total, disable=not interactive):
         truth = D.shard_batch({"label": batch["label"], "mask": batch.pop("mask")}, mesh)
         outputs, truth = jax.experimental.multihost_utils.process_allgather(
             (fn(variables, D.shard_batch(batch, mesh)), truth), tiled=True)
@@ -43,10 +45,15 @@ def apply_to_split(fn, variables, split, batch_size: int, mesh, buckets: Sequenc
 
 def evaluate_split(model, variables, split, batch_size: int, mesh, num_classes: int, preprocess=None,
                    buckets=()) -> Dict[str, Any]:
-    """Accuracy, macro P/R/F1 and confusion on a whole split (inference mode, padding masked out)."""
-    predict = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess))
-    predictions, labels = apply_to_split(predict, variables, split, batch_size, mesh, buckets)
-    return classification_metrics(labels, predictions, num_classes)
+    """Accuracy, macro P/R/F1, confusion and mean cross-entropy ``loss`` on a whole split
+    (inference mode, padding masked out)."""
+    forward = jax.jit(lambda v, b: S.eval_step(v, b, model=model, preprocess=preprocess, logits=True))
+    logits, labels = apply_to_split(forward, variables, split, batch_size, mesh, buckets)
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean()) if len(labels) else float("nan")
+    return {**classification_metrics(labels, logits.argmax(axis=1), num_classes), "loss": loss}
 
 
 def extract_features(model, variables, split, batch_size: int, mesh, preprocess=None,

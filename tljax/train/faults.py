@@ -149,7 +149,7 @@ def checkpoint_manager(ckpt_dir: str) -> ocp.CheckpointManager:
 
 def _read(mngr, state, sharding, step: int):
     restored = checkpoint.restore(mngr, state, sharding, step)
-    data_state = checkpoint.restore_data_state(mngr, step)
+    data_state = {item: checkpoint.restore_json(mngr, step, item) for item in ("data", "selection")}
     bad = [k for k, v in P.flatten(restored.params).items() if not np.all(np.isfinite(jax.device_get(v)))]
     if bad:
         raise ValueError(f"non-finite values in {len(bad)} parameters, e.g. {bad[0]!r}")
@@ -159,8 +159,8 @@ def _read(mngr, state, sharding, step: int):
 def restore_latest_good(mngr: ocp.CheckpointManager, state, sharding, meta: Dict[str, Any],
                         changeable: Sequence[str] = (), allow_changes: bool = False
                         ) -> Tuple[Any, Optional[Dict], Dict[str, Any]]:
-    """``(state, data iterator state, changes)`` of the newest checkpoint that restores, or
-    ``(None, None, {})``. ``changes``: the ``changeable`` fields that differ, when ``allow_changes``.
+    """``(state, {'data': iterator state, 'selection': …}, changes)`` of the newest checkpoint that
+    restores, or ``(None, None, {})``. ``changes``: the ``changeable`` fields that differ, when ``allow_changes``.
 
     A checkpoint of another run (its meta or its arrays' shapes differ) is refused with
     ``CheckpointMismatchError`` before anything is read or moved; only unreadable ones are set aside.

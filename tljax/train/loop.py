@@ -8,21 +8,23 @@ methods' business (``tljax.methods``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any, Callable, Dict, Optional
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from tljax import checkpoint, data, optim, strategies
 from tljax import params as P
 from tljax.train import devices as D
 from tljax.train import faults, host_memory, report
+from tljax.train import selection as selection_lib
 from tljax.train import state as T
 from tljax.train import step as S
 from tljax.train.evaluate import evaluate_split
+from tljax.train.selection import Selection
 
 RESUME_CHANGES = ("batch_size", "lr")  # may differ on resume with config.allow_resume_changes
 
@@ -56,11 +58,14 @@ def run_meta(config, strategy, num_classes: int) -> Dict[str, Any]:
 
 
 def fit(config, split_train, split_test, num_classes: int, workdir: str, strategy_spec: str,
-        pretrained: Optional[Dict] = None, *, info: Optional[Dict] = None, model=None, loss_fn=None,
+        pretrained: Optional[Dict] = None, *, val=None, info: Optional[Dict] = None, model=None, loss_fn=None,
         eval_model=None, extras: Optional[Callable[[Dict, Dict], Dict]] = None) -> FitResult:
     """Trains ``config.arch`` (or ``model``) with one strategy; resumes from ``workdir/ckpt``.
 
-    ``info`` is ``data.load_splits``'s: text length ``buckets``, label names and skip counts.
+    ``info`` is ``data.load_splits``'s: text length ``buckets``, label names, skip counts and the
+    validation split (``val`` overrides it). With a validation split the run evaluates it every
+    ``config.eval_every`` steps and at the end, keeps the best variables by ``config.best_metric``
+    in ``workdir/ckpt_best``, may stop early (``early_stopping_patience``), and tests the best.
     ``loss_fn`` is the train step's hook (``tljax.methods``); ``eval_model`` (default ``model``)
     reads the test split, e.g. one task's head of a multi-task model; ``extras(variables, summary)``
     adds a method's own figures to the summary before it is written.
@@ -85,14 +90,19 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
 
     meta = run_meta(config, strategy, num_classes)
     mngr = faults.checkpoint_manager(os.path.join(workdir, "ckpt"))  # unfinished writes are set aside
-    restored, data_state, resume_changes = faults.restore_latest_good(
+    restored, saved_json, resume_changes = faults.restore_latest_good(
         mngr, state, shardings, meta, RESUME_CHANGES, config.allow_resume_changes)
     state = restored or state
     start_step = int(state.step)
+    saved_json = saved_json or {}
     # grain's random-access iterator state is the next batch index; older checkpoints saved none
     batches = train_batches(config, split_train, buckets,
-                            data_state or ({"next_index": start_step} if start_step else None))
-    log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step)
+                            saved_json.get("data") or ({"next_index": start_step} if start_step else None))
+    val = val if val is not None else info.get("val")
+    selection = Selection(config.best_metric, config.best_mode, config.early_stopping_patience,
+                          saved_json.get("selection"))
+    best = selection_lib.best_manager(workdir, config.best_metric, config.best_mode) if val is not None else None
+    log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"), start_step, config.tensorboard)
     frozen_before = D.to_host(S.split_trainable(state.params, mask)[1])
 
     bn_frozen = frozenset() if config.frozen_bn_train else S.frozen_batchnorms(state.batch_stats, mask)
@@ -104,6 +114,12 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
     compiled, compile_seconds, flops = D.compile_train_step(step_fn, state, D.shard_batch(example, mesh), mesh,
                                                             shardings)
     compiled_steps = {shape_key(example): compiled}  # text length buckets: one compiled step per shape
+    lr_at = optim.make_schedule(config.lr_schedule, config.lr, config.num_steps, config.warmup_steps)
+    evaluate_on = functools.partial(evaluate_split, eval_model or model, batch_size=config.eval_batch_size,
+                                    mesh=mesh, num_classes=num_classes, preprocess=eval_pre, buckets=buckets)
+
+    def model_variables(params, batch_stats):
+        return {"params": param_fn(params) if param_fn else params, "batch_stats": batch_stats}
 
     def trains_at(saved_step: int) -> bool:
         """Whether checkpoint ``saved_step`` still gives a finite loss and gradient on the batch
@@ -117,13 +133,22 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         _, probe = jax.device_get(compiled_steps[shape_key(earlier)](saved, D.shard_batch(earlier, mesh)))
         return bool(np.isfinite(probe["loss"]) and np.isfinite(probe["grad_norm"]))
 
+    def validate(done: int) -> None:
+        """Evaluates the validation split; keeps the variables in ckpt_best when they are the best."""
+        results = evaluate_on(model_variables(state.params, state.batch_stats), val)
+        scores = {k: results[k] for k in ("accuracy", "f1_macro", "loss")}
+        if selection.update(done, scores):
+            selection_lib.save_best(best, done, {"params": state.params, "batch_stats": state.batch_stats}, scores)
+        log.write(step=done, **{f"val_{k}": v for k, v in scores.items()})
+        report.say(f"{strategy.name} step {done}: validation {selection.metric} {scores[selection.metric]:.4f} "
+                   f"(best {selection.best_value:.4f} at step {selection.best_step})")
+
     def save():
         faults.check_finite_before_save(state, int(state.step))
-        checkpoint.save(mngr, state, batches.get_state(), **meta)
+        checkpoint.save(mngr, state, batches.get_state(), selection.state() if val is not None else None, **meta)
 
-    step_times = []
-    bar = tqdm(range(start_step, config.num_steps), initial=start_step, total=config.num_steps,
-               desc=f"{strategy.name}", disable=jax.process_index() != 0)
+    step_times, stopped_early = [], False
+    bar = report.progress(range(start_step, config.num_steps), start_step, config.num_steps, strategy.name)
     for step in bar:
         batch = next(batches)
         if shape_key(batch) not in compiled_steps:
@@ -137,28 +162,69 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         guard.check(metrics, step, trains_at)  # nan_policy: stop (raises) or count the skipped update
         done = step + 1
         if done % config.log_every == 0 or done == config.num_steps:
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-            log.write(step=done, **{k: float(v) for k, v in metrics.items()})
-        if config.ckpt_every and done % config.ckpt_every == 0 and done < config.num_steps:
+            record = {k: float(v) for k, v in metrics.items()}
+            record.update(lr=float(lr_at(step)), examples_per_s=config.batch_size / step_times[-1])
+            log.write(step=done, **record)
+            report.show(bar, strategy.name, done, config.num_steps, record)
+        if val is not None and ((config.eval_every and done % config.eval_every == 0) or done == config.num_steps):
+            validate(done)
+            stopped_early = selection.should_stop and done < config.num_steps
+        if (config.ckpt_every and done % config.ckpt_every == 0 and done < config.num_steps) or stopped_early:
             save()
+        if stopped_early:
+            report.say(f"{strategy.name}: early stopping at step {done}: {selection.since_best} evaluations without a "
+                       f"better validation {selection.metric} (best at step {selection.best_step})")
+            break
         if done == config.stop_at_step:
             break
     if mngr.latest_step() != int(state.step):
         save()
-    if int(state.step) < config.num_steps:  # asked to stop early, as if pre-empted
+    finished = int(state.step) >= config.num_steps or stopped_early or selection.should_stop
+    if not finished:  # asked to stop early, as if pre-empted
         print(f"stopped at step {int(state.step)} of {config.num_steps} (config.stop_at_step); "
               f"rerun the same command to resume from {workdir}/ckpt")
+        log.close()
         return FitResult(None, None, completed=False)
-    if guard.skipped_batches and jax.process_index() == 0:
-        print(f"warning: {len(guard.skipped_batches)} of {config.num_steps - start_step} steps had a non-finite loss "
-              f"and were skipped (nan_policy=skip): batches {guard.skipped_batches[:10]}")
+    if guard.skipped_batches:
+        report.say(f"warning: {len(guard.skipped_batches)} of {config.num_steps - start_step} steps had a non-finite "
+                   f"loss and were skipped (nan_policy=skip): batches {guard.skipped_batches[:10]}")
 
     check_frozen_unchanged(frozen_before, D.to_host(S.split_trainable(state.params, mask)[1]))
-    variables = {"params": param_fn(state.params) if param_fn else state.params, "batch_stats": state.batch_stats}
-    results = evaluate_split(eval_model or model, variables, split_test, config.eval_batch_size, mesh, num_classes,
-                             eval_pre, buckets)
+    if val is not None and selection.best_step is not None:  # test the chosen checkpoint, not the last one
+        chosen = checkpoint.load_params(str(best.directory), selection.best_step)
+        variables = model_variables(chosen["params"], chosen.get("batch_stats", {}))
+        chosen_step, val_scores = selection.best_step, evaluate_on(variables, val)
+    else:
+        variables = model_variables(state.params, state.batch_stats)
+        chosen_step, val_scores = int(state.step), {}
+    results = evaluate_on(variables, split_test)
     summary = {
         "strategy": strategy.name, **results,
+        **{f"val_{k}": val_scores[k] for k in ("accuracy", "f1_macro", "loss") if k in val_scores},
+        "chosen_step": chosen_step, "best_metric": config.best_metric if val is not None else None,
+        "stopped_early": stopped_early, "steps_trained": int(state.step),
+        "validation_evaluations": selection.evaluations,
+        "val_examples": data.pipeline.num_examples(val) if val is not None else 0,
+        **run_figures(config, state, mask, mesh, step_times, compile_seconds, flops, start_step),
+        "resume_changes": resume_changes,
+        "train_examples": data.pipeline.num_examples(split_train),
+        "test_examples": data.pipeline.num_examples(split_test),
+        "label_names": info.get("label_names"),
+        "skipped_examples": info.get("skipped_examples", 0),
+        "compiled_shapes": len(compiled_steps),
+        **guard.summary(),
+    }
+    host_variables = D.to_host(variables)
+    summary.update(extras(host_variables, summary) if extras else {})
+    log.write(step=int(state.step), **{f"test_{k}": v for k, v in results.items() if k != "confusion"})
+    log.close()
+    report.write_summary(workdir, summary)
+    return FitResult(summary, host_variables, completed=True)
+
+
+def run_figures(config, state, mask, mesh, step_times, compile_seconds, flops, start_step) -> Dict[str, Any]:
+    """What the run cost and ran on: parameters, optimizer floats, times, devices, memory."""
+    return {
         "trainable_params": P.count(S.split_trainable(state.params, mask)[0]),
         "total_params": P.count(state.params),
         "opt_state_floats": T.opt_state_floats(state.opt_state),
@@ -171,15 +237,8 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "batch_size": config.batch_size,
         "lr": config.lr,
         "resumed_from_step": start_step,
-        "resume_changes": resume_changes,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
-        "train_examples": data.pipeline.num_examples(split_train),
-        "test_examples": data.pipeline.num_examples(split_test),
-        "label_names": info.get("label_names"),
-        "skipped_examples": info.get("skipped_examples", 0),
-        "compiled_shapes": len(compiled_steps),
-        **guard.summary(),
         "dtype": config.dtype,
         "grad_accum": config.grad_accum,
         "remat": config.remat,
@@ -188,11 +247,6 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         "compilation_cache": D.compilation_cache_dir(),
         **report.memory_usage(),
     }
-    host_variables = D.to_host(variables)
-    summary.update(extras(host_variables, summary) if extras else {})
-    log.write(step=int(state.step), **{f"eval_{k}": v for k, v in results.items() if k != "confusion"})
-    report.write_summary(workdir, summary)
-    return FitResult(summary, host_variables, completed=True)
 
 
 def check_frozen_unchanged(before, after) -> None:

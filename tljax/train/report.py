@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from typing import Any, Dict, Optional
 
 import jax
+from tqdm import tqdm
 
 SUMMARY = "summary.json"
 
@@ -57,20 +59,74 @@ def write_summary(workdir: str, summary: Dict[str, Any]) -> None:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl``; drops lines past a resumed step."""
+    """Appends one JSON object per line to ``metrics.jsonl``; drops lines past a resumed step.
 
-    def __init__(self, path: str, resume_step: int):
+    With ``tensorboard`` and tensorboardX installed, the same numbers also go to TensorBoard
+    event files in ``tb/`` beside it (events past a resumed step are purged there too).
+    """
+
+    def __init__(self, path: str, resume_step: int, tensorboard: bool = False):
         self.path = path
         self.enabled = jax.process_index() == 0
+        self.writer = None
         if self.enabled and os.path.exists(path):
             kept = [line for line in read_lines(path) if json.loads(line).get("step", 0) <= resume_step]
             with open(path, "w") as f:
                 f.writelines(kept)
+        if self.enabled and tensorboard:
+            self.writer = _tensorboard_writer(os.path.join(os.path.dirname(os.path.abspath(path)), "tb"),
+                                              resume_step + 1)
 
     def write(self, **record):
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.writer is not None:
+                for key, value in record.items():
+                    if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                        self.writer.add_scalar(key, value, record["step"])
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+_warned = set()
+
+
+def _tensorboard_writer(folder: str, purge_step: int):
+    try:
+        from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional dependency)
+    except ImportError:
+        if "tensorboard" not in _warned:
+            _warned.add("tensorboard")
+            print("note: TensorBoard events need tensorboardX (pip install tensorboardX); metrics.jsonl has the "
+                  "same numbers. --config.tensorboard=False silences this")
+        return None
+    return SummaryWriter(folder, purge_step=purge_step)
+
+
+def progress(steps, initial: int, total: int, name: str):
+    """A tqdm bar on a terminal; on a log file (SLURM, nohup) plain lines from ``show`` instead."""
+    interactive = sys.stderr.isatty() and jax.process_index() == 0
+    return tqdm(steps, initial=initial, total=total, desc=name, disable=not interactive)
+
+
+def show(bar, name: str, done: int, total: int, record: Dict[str, float]) -> None:
+    """The bar's loss, or one plain line per logged step when the bar is off."""
+    if not bar.disable:
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+    elif jax.process_index() == 0:
+        parts = [f"{k} {record[k]:.4g}" for k in ("loss", "accuracy", "lr") if k in record]
+        print(f"{name} step {done}/{total}: " + ", ".join(parts)
+              + f", {record.get('examples_per_s', 0):.0f} examples/s", flush=True)
+
+
+def say(message: str) -> None:
+    """One line from process 0, printed above a progress bar without breaking it."""
+    if jax.process_index() == 0:
+        tqdm.write(message)
 
 
 def read_lines(path: str):
