@@ -8,6 +8,7 @@ registry name or path; ``config.wordvec`` puts word vectors in the embedding tab
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Dict
 
 import jax
@@ -35,10 +36,11 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     check_before_training(config, train, info, model)
     if config.source:
         pretrained = source_weights(config, os.path.join(workdir, "source"))
-    summaries = {}
-    for spec in (config.strategy, *config.compare):
+    summaries, specs, start = {}, (config.strategy, *config.compare), time.perf_counter()
+    for i, spec in enumerate(specs):
         folder = workdir if spec == config.strategy else os.path.join(
             workdir, "compare", spec.replace("/", "_").replace(":", "_"))
+        report.say(job_progress(i, len(specs), spec, time.perf_counter() - start))
         out = fit_strategy(config, train, test, info, folder, spec, pretrained, model)
         if not out.completed:
             return {}
@@ -46,6 +48,13 @@ def run(config, workdir: str) -> Dict[str, Dict[str, Any]]:
     if jax.process_index() == 0:
         print(report.table(summaries))
     return summaries
+
+
+def job_progress(i: int, n: int, name: str, elapsed: float) -> str:
+    """``run 2 of 3: linear_probe (elapsed 1:05, about 1:05 left)``: the ETA assumes equal runs."""
+    clock = lambda seconds: f"{int(seconds // 60)}:{int(seconds % 60):02d}"  # noqa: E731
+    left = f", about {clock(elapsed / i * (n - i))} left" if i else ""
+    return f"run {i + 1} of {n}: {name} (elapsed {clock(elapsed)}{left})"
 
 
 def check_before_training(config, train, info, model=None) -> None:
