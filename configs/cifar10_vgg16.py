@@ -15,20 +15,12 @@ from tljax.defaults import base_config, section
 
 def get_config():
     config = base_config()
-    config.arch = "vgg16"
-    config.pretrained = "vgg16.keras_in1k"
-    config.pretrained_optional = True
+    config.arch, config.pretrained, config.pretrained_optional = "vgg16", "vgg16.keras_in1k", True
     config.data.source = "tfds:cifar10"
     config.augment = section("augment", kind="affine", rotation=15.0, shift=0.1, shear=0.1, zoom=0.1, flip=True,
                              normalize="caffe_bgr")
-    config.optimizer = "sgd"
-    config.lr = 1e-2
-    config.wd = 5e-4
+    config.optimizer, config.lr, config.wd = "sgd", 1e-2, 5e-4
     config.lr_mults = (("head/.*", 10.0),)
-    config.warmup_steps = 500
-    config.batch_size = 128
-    config.eval_batch_size = 500
-    config.num_steps = 20_000
-    config.log_every = 100
-    config.ckpt_every = 2000
+    config.batch_size, config.eval_batch_size = 128, 500
+    config.num_steps, config.warmup_steps, config.log_every, config.ckpt_every = 20_000, 500, 100, 2000
     return config

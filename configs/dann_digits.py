@@ -9,26 +9,15 @@ training and half for the reported target accuracy (``source_accuracy``: the sam
 unshifted). ``source_only`` trains on the source alone: accuracy without adaptation.
 """
 
-from tljax.defaults import base_config, section
+from tljax.defaults import base_config, section, variant
 
 
 def get_config(arg=None):
     config = base_config()
-    config.arch = "resnet_digits"
-    config.model = dict(widths=(16, 32, 64))
-    config.data.classes = tuple(range(10))
-    config.data.test_fraction = 0.5
+    config.arch, config.model = "resnet_digits", dict(widths=(16, 32, 64))
+    config.data.classes, config.data.test_fraction = tuple(range(10)), 0.5
     config.adapt = section("adapt", method="dann", shift="invert")
-    config.strategy = "scratch"
-    config.dont_load = ()
-    config.lr = 3e-3
-    config.warmup_steps = 10
-    config.batch_size = 64
-    config.num_steps = 200
-    config.log_every = 25
-    if arg == "runlocal":
-        config.model.widths = (4, 8, 8)
-        config.num_steps, config.log_every = 6, 3
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
-    return config
+    config.strategy, config.dont_load = "scratch", ()
+    config.lr, config.warmup_steps, config.batch_size = 3e-3, 10, 64
+    config.num_steps, config.log_every = 200, 25
+    return variant(config, arg, {"model.widths": (4, 8, 8), "num_steps": 6, "log_every": 3})

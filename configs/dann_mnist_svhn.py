@@ -12,28 +12,17 @@ MNIST → SVHN is the hard direction (Ganin et al. 2016 report little gain there
 ``data.source`` and ``adapt.target.source`` for SVHN → MNIST, where DANN is known to help.
 """
 
-from tljax.defaults import base_config, section
+from tljax.defaults import base_config, section, variant
 
 
 def get_config(arg=None):
     config = base_config()
-    config.arch = "resnet_digits"
-    config.model = dict(widths=(32, 64, 128))
+    config.arch, config.model = "resnet_digits", dict(widths=(32, 64, 128))
     config.data.source = "tfds:mnist"
     config.adapt = section("adapt", method="dann", image_size=32, channels=1, hidden=256,
                            target=dict(source="tfds:svhn_cropped"))
-    config.strategy = "scratch"
-    config.dont_load = ()
-    config.warmup_steps = 200
-    config.batch_size = 128
-    config.eval_batch_size = 500
-    config.num_steps = 5000
-    config.log_every = 100
-    config.ckpt_every = 1000
-    if arg == "runlocal":
-        config.model.widths = (4, 8, 8)
-        config.batch_size, config.eval_batch_size, config.warmup_steps = 8, 8, 1
-        config.num_steps, config.log_every, config.ckpt_every = 2, 1, 0
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
-    return config
+    config.strategy, config.dont_load = "scratch", ()
+    config.batch_size, config.eval_batch_size, config.warmup_steps = 128, 500, 200
+    config.num_steps, config.log_every, config.ckpt_every = 5000, 100, 1000
+    return variant(config, arg, {"model.widths": (4, 8, 8), "batch_size": 8, "eval_batch_size": 8, "warmup_steps": 1,
+                                 "num_steps": 2, "log_every": 1, "ckpt_every": 0})

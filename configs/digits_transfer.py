@@ -9,7 +9,7 @@ to 3 min with the install; test accuracy (846 held-out digits) full FT 0.941, sc
 linear probe 0.863 (one run; see the README for how much such a run moves).
 """
 
-from tljax.defaults import base_config
+from tljax.defaults import base_config, variant
 
 
 def get_config(arg=None):
@@ -19,24 +19,11 @@ def get_config(arg=None):
     config.target_labels_per_class = 10
     config.data.classes = (5, 6, 7, 8, 9)
     config.data.labels_per_class = config.get_ref("target_labels_per_class")
-
-    config.strategy = "full_ft"
     config.compare = ("linear_probe", "scratch")
     config.lr_mults = (("head/.*", 10.0),)  # the new head learns 10× faster (big_vision style table)
-    config.lr = 1e-3
-    config.warmup_steps = 10
-    config.num_steps = 200
-    config.log_every = 20
-    config.ckpt_every = 100
-
+    config.warmup_steps, config.num_steps, config.log_every, config.ckpt_every = 10, 200, 20, 100
     # Pre-training on the source task: these fields replace the ones above for that run.
     config.source = dict(data=dict(source="digits", classes=(0, 1, 2, 3, 4), test_fraction=0.2),
                          num_steps=400, lr=3e-3, batch_size=64, ckpt_every=200)
-    if arg == "runlocal":
-        config.model = dict(widths=(8, 16, 32))
-        config.num_steps, config.ckpt_every, config.log_every = 12, 4, 4
-        config.source.num_steps, config.source.ckpt_every = 20, 10
-        config.compare = ()
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
-    return config
+    return variant(config, arg, {"model": dict(widths=(8, 16, 32)), "num_steps": 12, "ckpt_every": 4, "log_every": 4,
+                                 "source.num_steps": 20, "source.ckpt_every": 10, "compare": ()})

@@ -26,19 +26,11 @@ def get_config():
     config.pretrained = "resnet50.tv_in1k"  # registry name or path; '' = random init
     config.pretrained_optional = True  # not in the cache: train from scratch with a warning
     config.image_size = 224
-    config.data.source = "image_folder"
-    config.data.path = DATA
-    config.data.test_split = "val"
-    config.data.num_threads = 8
+    config.data.update(dict(source="image_folder", path=DATA, test_split="val", num_threads=8))
     config.data.image_size = config.get_ref("image_size")
     config.augment = section("augment", kind="rrc", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip=True,
                              normalize="imagenet")
-    config.optimizer = "sgd"
-    config.lr_mults = (("head/.*", 10.0),)
-    config.warmup_steps = 5
-    config.batch_size = 16
-    config.eval_batch_size = 32
-    config.num_steps = 100
-    config.log_every = 5
-    config.ckpt_every = 50
+    config.optimizer, config.lr_mults, config.warmup_steps = "sgd", (("head/.*", 10.0),), 5
+    config.batch_size, config.eval_batch_size = 16, 32
+    config.num_steps, config.log_every, config.ckpt_every = 100, 5, 50
     return config

@@ -20,13 +20,8 @@ def get_config():
     config.data.source = "tfds:emnist/letters"
     config.data.train_examples = config.get_ref("target_train_examples")
     config.augment = section("augment", kind="affine", rotation=10.0, shift=0.1, zoom=0.1, normalize="none")
-    config.compare = ("linear_probe",)
-    config.lr_mults = (("head/.*", 10.0),)
-    config.warmup_steps = 100
-    config.batch_size = 128
-    config.eval_batch_size = 500
-    config.num_steps = 2000
-    config.log_every = 50
-    config.ckpt_every = 500
+    config.compare, config.lr_mults = ("linear_probe",), (("head/.*", 10.0),)
+    config.batch_size, config.eval_batch_size, config.warmup_steps = 128, 500, 100
+    config.num_steps, config.log_every, config.ckpt_every = 2000, 50, 500
     config.source = dict(data=dict(source="tfds:mnist"), num_steps=2000, lr=3e-3, ckpt_every=1000)
     return config

