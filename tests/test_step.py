@@ -1,5 +1,5 @@
-"""Speed and memory options: grad_accum equals the big batch, remat changes nothing numerically,
-bfloat16 computes in bf16 with float32 master parameters."""
+"""The train step's options and compilation: gradient accumulation, remat, bfloat16 compute with
+float32 parameters, CPU compiler options, the persistent compilation cache."""
 
 import jax
 import jax.numpy as jnp
