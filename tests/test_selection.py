@@ -59,6 +59,8 @@ def test_early_stopping_stops_after_patience_evaluations(runlocal_config, tmp_pa
     out = loop.fit(config, train, test, 5, str(tmp_path), "scratch", info=info)
     assert out.completed and out.summary["stopped_early"] and out.summary["steps_trained"] == 3
     assert out.summary["chosen_step"] == 1 and out.summary["validation_evaluations"] == 3
+    again = loop.fit(config, train, test, 5, str(tmp_path), "scratch", info=info)  # a rerun trains no further
+    assert again.summary["steps_trained"] == 3 and again.summary["stopped_early"]
 
 
 def test_resume_after_sigkill_keeps_best_and_patience(tmp_path):

@@ -147,8 +147,10 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
         faults.check_finite_before_save(state, int(state.step))
         checkpoint.save(mngr, state, batches.get_state(), selection.state() if val is not None else None, **meta)
 
-    step_times, stopped_early = [], False
-    bar = report.progress(range(start_step, config.num_steps), start_step, config.num_steps, strategy.name)
+    step_times = []
+    stopped_early = val is not None and selection.should_stop  # resumed after it had stopped early
+    last = start_step if stopped_early else config.num_steps
+    bar = report.progress(range(start_step, last), start_step, config.num_steps, strategy.name)
     for step in bar:
         batch = next(batches)
         if shape_key(batch) not in compiled_steps:
@@ -179,7 +181,7 @@ def fit(config, split_train, split_test, num_classes: int, workdir: str, strateg
             break
     if mngr.latest_step() != int(state.step):
         save()
-    finished = int(state.step) >= config.num_steps or stopped_early or selection.should_stop
+    finished = int(state.step) >= config.num_steps or stopped_early
     if not finished:  # asked to stop early, as if pre-empted
         print(f"stopped at step {int(state.step)} of {config.num_steps} (config.stop_at_step); "
               f"rerun the same command to resume from {workdir}/ckpt")
