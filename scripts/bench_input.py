@@ -1,10 +1,13 @@
 """Input pipeline throughput vs. what the train step consumes; JSON + Markdown.
 
     python scripts/bench_input.py --out runs/bench_input [--image_batches 20 --step_batch 16]
+    python scripts/bench_input.py --out /tmp/i --quick     # a tiny ResNet, few batches: checks the script
 
 Image: the hymenoptera folder through the grain pipeline (PIL decode + resize to 224² on host
 threads), then the on-device random-resized-crop + flip + ImageNet normalisation, next to the
-examples/s of a ResNet-50 full fine-tuning train step (augmentation included) on this machine.
+examples/s of a full fine-tuning train step (augmentation included; ``--arch``, default ResNet-50)
+on this machine, built from the base config as the training loop builds it (``cpu_kernels='auto'``:
+the XLA:CPU kernels on CPU; the process's malloc ``--malloc``, default ``keep``).
 Text: SST-2 tokenisation and bucketed batches. The pipeline is never the bottleneck when its
 examples/s exceed the train step's.
 """
@@ -17,14 +20,14 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from tljax import data, models
+from tljax import data, defaults, strategies
 from tljax.data import image_folder, pipeline, text, text_files
 from tljax.train import devices as D
+from tljax.train import host_memory
+from tljax.train import state as T
 from tljax.train import step as S
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
@@ -48,14 +51,13 @@ def bench_images(args):
     augment(batch, jax.random.PRNGKey(0)).block_until_ready()
     device = rate(lambda: augment(batch, jax.random.PRNGKey(1)).block_until_ready(), args.batch, 5)
 
-    model = models.create("resnet50", 2)
+    config = defaults.base_config()
+    config.update(dict(arch=args.arch, model=args.model, optimizer="sgd", lr=1e-3, momentum=0.9,
+                       lr_schedule="constant"))
     mesh = D.make_mesh()
+    model = T.build_model(config, 2, D.cpu_kernels_on(config.cpu_kernels, mesh))
     small = {k: v[:args.step_batch] for k, v in next(it).items()}
-    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))
-    tx = optax.sgd(1e-3, momentum=0.9)
-    state = S.TrainState(jnp.asarray(0, jnp.int32), variables["params"], variables["batch_stats"],
-                         tx.init(variables["params"]))
-    mask = jax.tree.map(lambda _: True, variables["params"])
+    state, tx, mask, _ = T.prepare(config, strategies.get("full_ft"), T.init_variables(model, small, 0), 1)
     step_fn = S.make_train_step(model, tx, mask, frozenset(), 0, preprocess=train_fn)
     compiled, compile_s, _ = D.compile_train_step(step_fn, state, D.shard_batch(small, mesh), mesh)
     state = jax.device_put(state, D.replicated(mesh))
@@ -69,8 +71,8 @@ def bench_images(args):
         times.append(time.perf_counter() - start)
     return {"images_read": len(train), "skipped_examples": info["skipped"], "image_size": 224,
             "host_pipeline_examples_per_s": host, "device_augment_examples_per_s": device,
-            "resnet50_train_step_examples_per_s": args.step_batch / float(np.median(times)),
-            "resnet50_step_batch": args.step_batch, "resnet50_compile_s": compile_s,
+            "train_step_arch": args.arch, "train_step_examples_per_s": args.step_batch / float(np.median(times)),
+            "train_step_batch": args.step_batch, "train_step_compile_s": compile_s,
             "threads": args.threads, "batch": args.batch}
 
 
@@ -85,7 +87,7 @@ def bench_text(args):
     split["label"] = np.zeros(len(texts), np.int32)
     it = pipeline.train_iterator(split, 32, 0, buckets=text.default_buckets(64), num_threads=args.threads)
     next(it)
-    batches = rate(lambda: next(it), 32, 200)
+    batches = rate(lambda: next(it), 32, args.text_batches)
     return {"sentences_read": len(texts), "tokenize_sentences_per_s": tokenize, "bucketed_batches_examples_per_s": batches}
 
 
@@ -96,7 +98,8 @@ def markdown(r) -> str:
         "| stage | examples/s |", "|---|---|",
         f"| image folder → grain (PIL decode + resize 224², {im['threads']} threads) | {im['host_pipeline_examples_per_s']:.0f} |",
         f"| on-device random-resized-crop + flip + normalise | {im['device_augment_examples_per_s']:.0f} |",
-        f"| ResNet-50 train step consumes (batch {im['resnet50_step_batch']}) | {im['resnet50_train_step_examples_per_s']:.1f} |",
+        f"| {im['train_step_arch']} train step consumes (batch {im['train_step_batch']}) "
+        f"| {im['train_step_examples_per_s']:.1f} |",
         f"| SST-2 tokenisation (max_len 64) | {tx['tokenize_sentences_per_s']:.0f} |",
         f"| SST-2 bucketed batches from the grain pipeline | {tx['bucketed_batches_examples_per_s']:.0f} |", "",
         f"Read {im['images_read']} hymenoptera training images ({im['skipped_examples']} skipped) and "
@@ -104,15 +107,25 @@ def markdown(r) -> str:
     ])
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_input")
+    p.add_argument("--quick", action="store_true", help="a tiny ResNet and few batches: checks the script, not the speed")
+    p.add_argument("--arch", default="resnet50", help="the train step's model (a tljax.models arch)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--image_batches", type=int, default=10)
+    p.add_argument("--text_batches", type=int, default=200)
     p.add_argument("--step_batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=8)
-    args = p.parse_args()
+    p.add_argument("--malloc", choices=host_memory.MODES, default="keep",
+                   help="the process's malloc (tljax.train.host_memory; jemalloc restarts the command under it)")
+    args = p.parse_args(argv)
+    host_memory.configure(args.malloc, restart=argv is None)  # as python -m tljax.run does
+    args.model = {}
+    if args.quick:
+        args.arch, args.model = "resnet_digits", {"widths": (8, 16, 32)}
+        args.batch, args.image_batches, args.text_batches, args.step_batch, args.steps, args.threads = 8, 2, 10, 2, 1, 2
     result = {"device": f"{jax.device_count()}× {jax.devices()[0].device_kind}", "image": bench_images(args),
               "text": bench_text(args)}
     os.makedirs(args.out, exist_ok=True)

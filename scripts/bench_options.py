@@ -3,12 +3,16 @@
     python scripts/bench_options.py --out runs/bench_options            # ≈ 3 min on 2 CPU cores
     python scripts/bench_options.py --out /tmp/o --quick                # seconds-long smoke run
 
-One model and batch (default: ResNet-18, batch 32, 112², AdamW full fine-tuning), compiled by
-the library's ``compile_train_step`` under each option: the float32 baseline (state donated),
+One model and batch (default: ResNet-18, batch 32, 112², AdamW full fine-tuning), built from
+the base config (``tljax.defaults``) as the training loop builds it and compiled by the library's
+``compile_train_step`` under each option: the baseline (float32, state donated,
+``cpu_kernels='auto'``: the XLA:CPU kernels on CPU), ``cpu_kernels=off`` (plain Flax ops),
 ``dtype=bfloat16``, ``grad_accum=4`` (unrolled, the CPU default, and in a ``lax.scan``),
-``remat`` (per-block recomputation) and no buffer donation. Per option: median step time and its ratio to the baseline (options interleaved rep by
-rep, median of per-rep ratios), compile seconds, XLA FLOPs, and XLA's own memory plan of the
-compiled step (temporary buffers; argument bytes reused for outputs by donation).
+``remat`` (per-block recomputation) and no buffer donation. Per option: median step time and its
+ratio to the baseline (options interleaved rep by rep, median of per-rep ratios), compile
+seconds, XLA FLOPs, and XLA's own memory plan of the compiled step (temporary buffers; argument
+bytes reused for outputs by donation). The process's malloc is ``--malloc`` (default ``keep``,
+as ``python -m tljax.run``).
 """
 
 from __future__ import annotations
@@ -24,39 +28,41 @@ import jax
 import ml_collections
 import numpy as np
 
-from tljax import strategies
-from tljax.train import host_memory, loop, report
+from tljax import defaults, strategies
+from tljax.train import host_memory, report
 from tljax.train import state as T
 from tljax.train import devices as D
 from tljax.train import step as S
 
 MIB = 2 ** 20
 OPTIONS = {  # name -> (config fields, compile_train_step keywords)
-    "baseline (float32, donated)": ({}, {}),
+    "baseline (float32, donated)": ({}, {}),  # cpu_kernels='auto': on when the step runs on CPU
+    "cpu_kernels=off": ({"cpu_kernels": "off"}, {}),
     "dtype=bfloat16": ({"dtype": "bfloat16"}, {}),
     "grad_accum=4": ({"grad_accum": 4}, {}),  # on CPU: micro-batches unrolled (the default there)
-    "grad_accum=4, in a loop": ({"grad_accum": 4, "accum_in_loop": True}, {}),
+    "grad_accum=4, in a loop": ({"grad_accum": 4, "accum_in_loop": "on"}, {}),
     "remat=True": ({"remat": True}, {}),
     "no donation": ({}, {"donate": False}),
 }
 
 
 def base_config(arch: str, overrides) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        arch=arch, model=dict(overrides), optimizer="adamw", lr=1e-4, wd=1e-4, momentum=0.9, lr_schedule="constant",
-        warmup_steps=0, num_steps=10_000, seed=0, lr_mults=(), dtype="float32", grad_accum=1, remat=False,
-        accum_in_loop=None))
+    """The base config with ``arch``, its ``model`` overrides, AdamW at a constant learning rate."""
+    config = defaults.base_config()
+    config.update(dict(arch=arch, model=dict(overrides), optimizer="adamw", lr=1e-4, wd=1e-4,
+                       lr_schedule="constant", warmup_steps=0, num_steps=10_000, seed=0))
+    return config
 
 
 def compiled_step(config, batch, donate: bool = True):
     """``(run_one_step, compile_seconds, flops, memory)`` for the loop's own step under ``config``."""
-    model = T.build_model(config, 10)
-    state, tx, mask, _ = T.prepare(config, strategies.get("full_ft"), T.init_variables(model, batch, 0), 1)
     mesh = D.make_mesh()
+    model = T.build_model(config, 10, D.cpu_kernels_on(config.cpu_kernels, mesh))
+    state, tx, mask, _ = T.prepare(config, strategies.get("full_ft"), T.init_variables(model, batch, 0), 1)
     state = jax.device_put(state, D.replicated(mesh))
     dev_batch = D.shard_batch(batch, mesh)
     fn = S.make_train_step(model, tx, mask, frozenset(), 0, grad_accum=config.grad_accum,
-                           accum_in_loop=config.get("accum_in_loop"))
+                           accum_in_loop={"auto": None, "on": True, "off": False}[config.accum_in_loop])
     compiled, seconds, flops = D.compile_train_step(fn, state, dev_batch, mesh, donate=donate)
     memory = compiled.memory_analysis()
     holder = [state]
@@ -123,8 +129,10 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--malloc", choices=host_memory.MODES, default="keep",
+                   help="the process's malloc (tljax.train.host_memory; jemalloc restarts the command under it)")
     args = p.parse_args(argv)
-    malloc = host_memory.configure("auto", restart=argv is None)  # as python -m tljax.train does
+    malloc = host_memory.configure(args.malloc, restart=argv is None)  # as python -m tljax.run does
     overrides = {"widths": (8, 16, 32)} if args.quick else {}
     arch = "resnet_digits" if args.quick else args.arch
     batch_size, size = (8, 16) if args.quick else (args.batch, args.image_size)

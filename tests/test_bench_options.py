@@ -10,13 +10,16 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 
-def test_every_option_is_a_real_config_field_or_compile_keyword():
-    from tljax.config import load_file
+def test_every_option_is_a_valid_config_or_compile_keyword():
+    from tljax.config import validate
 
-    fields = load_file(os.path.join(ROOT, "configs/digits_transfer.py"))
     for name, (config_fields, compile_kwargs) in bench.OPTIONS.items():
-        assert set(config_fields) - {"accum_in_loop"} <= set(fields), name
+        config = bench.base_config("resnet_digits", {"widths": (8, 16, 32)})
+        assert set(config_fields) <= set(config), name
+        config.update(config_fields)
+        validate(config)  # accum_in_loop, cpu_kernels: values among the base config's CHOICES
         assert set(compile_kwargs) <= {"donate"}, name
+    assert bench.OPTIONS["cpu_kernels=off"][0] == {"cpu_kernels": "off"}  # what the kernels buy, next to the baseline
 
 
 def test_markdown_lists_every_option():
