@@ -36,8 +36,8 @@ def test_cross_validation_reports_mean_and_std():
     x = np.where(y[:, None] == 1, 2.0, -2.0) + rng.normal(size=(60, 4))
     cv = evaluate.cross_validate(x, y, 2, folds=5)
     assert cv["cv_folds"] == 5 and cv["cv_accuracy_mean"] > 0.9 and cv["cv_accuracy_std"] >= 0
-    with pytest.raises(ValueError, match="cv_folds=100 exceeds the 60"):
-        evaluate.cross_validate(x, y, 2, folds=100)
+    with pytest.raises(ValueError, match="cv_folds=31 exceeds the 30 training examples of the smallest class"):
+        evaluate.cross_validate(x, y, 2, folds=31)  # stratified folds: each fold needs one example of each class
 
 
 def test_cached_linear_probe_equals_the_uncached_one(tmp_path):
@@ -54,8 +54,16 @@ def test_cached_linear_probe_equals_the_uncached_one(tmp_path):
     a, b = plain.summary, cached.summary
     assert b["feature_cache"] and b["strategy"] == "linear_probe"
     assert b["trainable_params"] == a["trainable_params"] and b["total_params"] == a["total_params"]
-    # same head, same batches, same optimizer: the same predictions up to float reassociation
-    assert abs(a["accuracy"] - b["accuracy"]) <= 0.01
-    np.testing.assert_allclose(plain.variables["params"]["head"]["kernel"],
-                               cached.variables["params"]["head"]["kernel"], atol=1e-4)
+    # Same head, same batches, same optimizer; the features come from differently fused programs, so
+    # they (and the head's gradients, sums over the batch) differ by rounding. The probe's gradients
+    # (features x softmax error) do not cancel to rounding level, where Adam's division by the RMS
+    # could turn rounding into ±lr, so each step differs by ~lr·mult·batch·eps at most, plus one
+    # rounding of theta + update: measured 6e-8 (1 ulp) on AVX2 and SSE4.2 builds.
+    head = plain.variables["params"]["head"]["kernel"]
+    per_step = np.finfo(np.float32).eps * (np.abs(head).max() + max(m for _, m in config.lr_mults) * config.lr
+                                           * config.batch_size)
+    np.testing.assert_allclose(head, cached.variables["params"]["head"]["kernel"], rtol=0,
+                               atol=config.num_steps * per_step)
+    # heads equal to rounding change a prediction only where two logits tie to ~1e-6: at most one example
+    assert abs(a["accuracy"] - b["accuracy"]) * a["test_examples"] <= 1
     assert 0 < b["ridge_accuracy"] <= 1 and b["cv_folds"] == 5

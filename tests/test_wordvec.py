@@ -72,15 +72,17 @@ def make_text_task(tmp_path):
 
 
 def text_config(tmp_path, strategy):
-    import ml_collections
+    from tljax.defaults import base_config
 
-    return ml_collections.ConfigDict(dict(
+    config = base_config()  # every field declared; the test's own on top
+    config.update(dict(
         seed=0, arch="bag_of_embeddings", model=dict(hidden=0, dropout=0.0), strategy=strategy,
         wordvec=dict(path=str(tmp_path / "v.txt")), dont_load=("head/.*",),
         data=dict(source="text_tsv", train_path=str(tmp_path / "train.tsv"), test_path=str(tmp_path / "test.tsv"),
                   tokenizer=str(tmp_path / "tokenizer.json"), max_len=8, buckets=(8,)),
         optimizer="adamw", lr=0.05, wd=0.0, momentum=0.9, lr_schedule="constant", warmup_steps=0,
         batch_size=16, eval_batch_size=16, num_steps=15, log_every=5, ckpt_every=0))
+    return config
 
 
 def test_frozen_table_stays_bit_identical_and_tuned_one_moves(tmp_path):
