@@ -12,21 +12,22 @@ from conftest import ROOT
 # Lowest first. A module belongs to the longest unit (module or package prefix) that names it;
 # it may import its own unit and units of lower layers, nothing in its layer or above.
 LAYERS = [
-    ("tljax.defaults", "tljax.params", "tljax.metrics", "tljax.losses"),
+    ("tljax.defaults", "tljax.params", "tljax.metrics", "tljax.losses", "tljax.data.preprocess"),
     ("tljax.models",),
     ("tljax.lora", "tljax.convert"),
     ("tljax.pretrained",),
     ("tljax.data",),
-    ("tljax.wordvec", "tljax.strategies"),
+    ("tljax.wordvec", "tljax.strategies", "tljax.export"),
     ("tljax.optim", "tljax.checkpoint", "tljax.distributed"),
     ("tljax.config",),
-    ("tljax.train.workdir", "tljax.train.step", "tljax.train.host_memory", "tljax.train.report"),
+    ("tljax.train.workdir", "tljax.train.step", "tljax.train.host_memory", "tljax.train.report",
+     "tljax.train.selection"),
     ("tljax.train.devices",),
     ("tljax.train.evaluate", "tljax.train.state", "tljax.train.faults"),
     ("tljax.train.loop",),
     ("tljax.train",),
     ("tljax.methods",),
-    ("tljax.run",),
+    ("tljax.run", "tljax.api"),
     ("tljax",),
 ]
 

@@ -10,13 +10,19 @@ cannot be. No file is ever unpickled beyond tensors.
 ``num_classes=None`` gives the features model (the pretrained head is dropped); an int gives a
 fresh head (``head_zero_init`` for zeros) on the pretrained backbone via the strict merge;
 ``keep_head=True`` keeps the checkpoint's own head (e.g. ImageNet logits).
+
+A folder ``Finetuned.save`` wrote (``tljax_config.json``) loads like any checkpoint
+(``keep_head=True`` for its fine-tuned head). ``load_with_preprocess`` also returns the weights'
+``Preprocess`` (resize, crop, normalisation: ``preprocess_of``) with the arch and ``create``
+kwargs, so predictions apply what the weights were trained with.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -24,9 +30,11 @@ import jax.numpy as jnp
 
 from tljax import convert, models
 from tljax.convert.common import head_size, validate
+from tljax.data.preprocess import Preprocess, from_hf_processor, from_timm_cfg
 from tljax.params import flatten, merge_pretrained
 from tljax.pretrained.download import ChecksumError, DownloadError, cache_dir, fetch
 from tljax.pretrained.files import READERS, UnsafeCheckpointError, read_hf_folder, save
+from tljax.pretrained import tljax_format
 from tljax.pretrained.registry import REGISTRY, Weights, register
 
 FORMAT_SOURCES = {"torchvision": "torchvision", "timm": "timm", "hf": "hf"}
@@ -57,9 +65,11 @@ def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[st
     fmt = weights.format if weights else None
     if fmt == "keras_h5" or (fmt is None and path.suffix == ".h5"):
         return convert.from_keras_h5(path, arch or "vgg16", **model_kwargs), arch or "vgg16", model_kwargs
+    if path.is_dir() and tljax_format.is_export(path):
+        return tljax_format.read(path, **model_kwargs)
     if path.is_dir():
         arrays, meta = read_hf_folder(path)
-        source = source or "hf"
+        source = source or meta.get("source")
     elif path.suffix in READERS:
         arrays, meta = READERS[path.suffix](path)
     else:
@@ -83,11 +93,64 @@ def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[st
     return variables, arch, model_kwargs
 
 
+class Loaded(NamedTuple):
+    """``load_with_preprocess``'s result: ``load``'s pair plus what rebuilding and feeding the model needs."""
+
+    model: nn.Module
+    variables: Dict[str, Any]
+    preprocess: Optional[Preprocess]  # None: the weights do not say (e.g. text models)
+    arch: str
+    model_kwargs: Dict[str, Any]  # create kwargs the weights need (BERT config, ViT size, …)
+
+
+def preprocess_of(name_or_path) -> Optional[Preprocess]:
+    """The ``Preprocess`` the weights expect, without reading or downloading them: the registry
+    entry's; a tljax export's ``tljax_config.json``; a folder's timm ``pretrained_cfg`` (in
+    ``config.json``) or Hugging Face ``preprocessor_config.json``; else None."""
+    if str(name_or_path) in REGISTRY:
+        return REGISTRY[str(name_or_path)].preprocess
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return None
+    if tljax_format.is_export(path):
+        return tljax_format.preprocess_of(tljax_format.read_config(path))
+    for name, parse, key in (("config.json", from_timm_cfg, "pretrained_cfg"),
+                             ("preprocessor_config.json", from_hf_processor, None)):
+        file = path / name
+        if file.is_file():
+            try:
+                cfg = json.loads(file.read_text(encoding="utf-8"))
+            except ValueError as err:
+                raise ValueError(f"{file}: not valid JSON ({err})") from err
+            found = cfg.get(key) if key and isinstance(cfg, dict) else cfg
+            if isinstance(found, dict) and (key or "image_mean" in found):  # not an audio feature extractor's
+                return parse(found)
+    return None
+
+
 def load(name_or_path, num_classes: Optional[int] = None, head_zero_init: bool = False, *,
          arch: Optional[str] = None, source: Optional[str] = None, keep_head: bool = False,
          rng: Optional[jax.Array] = None, progress: bool = True, **model_kwargs) -> Tuple[nn.Module, Dict[str, Any]]:
     """``(model, variables)`` for pretrained weights; see the module docstring. ``model_kwargs`` go to ``create``."""
+    return tuple(load_with_preprocess(name_or_path, num_classes, head_zero_init, arch=arch, source=source,
+                                      keep_head=keep_head, rng=rng, progress=progress, **model_kwargs)[:2])
+
+
+def load_with_preprocess(name_or_path, num_classes: Optional[int] = None, head_zero_init: bool = False, *,
+                         arch: Optional[str] = None, source: Optional[str] = None, keep_head: bool = False,
+                         rng: Optional[jax.Array] = None, progress: bool = True, **model_kwargs) -> Loaded:
+    """``load``, as a ``Loaded`` that also holds the weights' ``Preprocess``, arch and create kwargs."""
+    preprocess = preprocess_of(name_or_path)
     variables, arch, model_kwargs = read_variables(name_or_path, arch, source, progress, **model_kwargs)
+    export = str(name_or_path) not in REGISTRY and tljax_format.is_export(Path(name_or_path).expanduser())
+    example = tljax_format.example_input(tljax_format.read_config(name_or_path)) if export else None
+    return Loaded(*_with_head(variables, arch, model_kwargs, num_classes, head_zero_init, keep_head, rng, example),
+                  preprocess, arch, model_kwargs)
+
+
+def _with_head(variables, arch, model_kwargs, num_classes, head_zero_init, keep_head, rng, example=None):
+    """The model with the checkpoint's head, none, or a fresh one initialised on ``example`` (default:
+    ``models.example_input``; an export knows its own input, e.g. one channel)."""
     pretrained_head = head_size(flatten(variables))
     if keep_head:
         if pretrained_head is None or num_classes not in (None, pretrained_head):
@@ -98,9 +161,11 @@ def load(name_or_path, num_classes: Optional[int] = None, head_zero_init: bool =
     if num_classes is None:
         backbone = {c: {k: v for k, v in tree.items() if k != "head"} for c, tree in variables.items()}
         return model, jax.tree.map(jnp.asarray, backbone)
-    init = jax.jit(model.init)(rng if rng is not None else jax.random.PRNGKey(0), models.example_input(model))
+    example = models.example_input(model) if example is None else example
+    init = jax.jit(model.init)(rng if rng is not None else jax.random.PRNGKey(0), example)
     return model, jax.tree.map(jnp.asarray, merge_pretrained(init, variables, dont_load=("head/.*",)))
 
 
-__all__ = ["load", "read_variables", "save", "register", "Weights", "REGISTRY", "cache_dir", "fetch",
-           "ChecksumError", "DownloadError", "UnsafeCheckpointError"]
+__all__ = ["load", "load_with_preprocess", "preprocess_of", "Loaded", "Preprocess", "read_variables", "save",
+           "register", "Weights", "REGISTRY", "cache_dir", "fetch", "ChecksumError", "DownloadError",
+           "UnsafeCheckpointError"]

@@ -8,6 +8,13 @@ files are not listed because their hashes could not be confirmed offline; load t
 local ``model.safetensors`` (``load(path, arch=..., source='timm')``) or ``register`` them
 with their sha256.
 
+Each entry also carries its ``Preprocess`` (``tljax.data.preprocess``): the resize, crop and
+normalisation its weights were trained with, taken from timm's ``pretrained_cfg`` for the same
+files (torchvision v1 weights: resize 256, centre crop 224 = 0.875, bilinear, ImageNet mean and
+std; ``resnet50.tv2_in1k``: resize 232, crop 224, timm's ``test_crop_pct`` 0.965) and from
+Keras' ``preprocess_input`` (caffe: BGR in [0, 255] minus the mean; ``load_img`` resizes with
+nearest-neighbour and does not crop).
+
 A cache name (``filename``, else the URL's basename) must be a plain file name: no path
 separator, no drive, not ``..`` and not starting with ``.`` (hidden names are where partial
 downloads live). Anything else could write outside ``$TLJAX_CACHE`` and is refused when the
@@ -21,6 +28,8 @@ import posixpath
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Dict, Optional
 
+from tljax.data.preprocess import Preprocess, from_normalize
+
 TORCHVISION_NORM = "RGB in [0, 1], then normalise with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"
 
 
@@ -32,7 +41,8 @@ class Weights:
     sha256: Optional[str] = None  # full hex digest, or the published prefix of it
     md5: Optional[str] = None
     filename: Optional[str] = None  # name in the cache; default: the URL's basename
-    preprocessing: str = ""
+    preprocessing: str = ""  # in words
+    preprocess: Optional[Preprocess] = None  # what Finetuned.predict applies; None: unknown
 
     def __post_init__(self):
         check_cache_name(self.cache_name, self.url)
@@ -56,29 +66,33 @@ def check_cache_name(name: str, url: str) -> str:
 
 
 _TV = "https://download.pytorch.org/models/"
+TV1 = Preprocess()  # ImageNet mean/std, 224, crop 0.875, bilinear
+TV2 = Preprocess(crop_fraction=0.965)
+KERAS_CAFFE = dataclasses.replace(from_normalize("caffe_bgr"), interpolation="nearest")
 REGISTRY: Dict[str, Weights] = {
     "resnet18.tv_in1k": Weights(_TV + "resnet18-f37072fd.pth", "resnet18", "torchvision", "f37072fd",
-                                preprocessing=TORCHVISION_NORM),
+                                preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "resnet34.tv_in1k": Weights(_TV + "resnet34-b627a593.pth", "resnet34", "torchvision", "b627a593",
-                                preprocessing=TORCHVISION_NORM),
+                                preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "resnet50.tv_in1k": Weights(_TV + "resnet50-0676ba61.pth", "resnet50", "torchvision", "0676ba61",
-                                preprocessing=TORCHVISION_NORM),
+                                preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "resnet50.tv2_in1k": Weights(_TV + "resnet50-11ad3fa6.pth", "resnet50", "torchvision", "11ad3fa6",
-                                 preprocessing=TORCHVISION_NORM + " (resize 232, crop 224)"),
+                                 preprocess=TV2, preprocessing=TORCHVISION_NORM + " (resize 232, crop 224)"),
     "resnet101.tv_in1k": Weights(_TV + "resnet101-63fe2227.pth", "resnet101", "torchvision", "63fe2227",
-                                 preprocessing=TORCHVISION_NORM),
+                                 preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "resnet152.tv_in1k": Weights(_TV + "resnet152-394f9c45.pth", "resnet152", "torchvision", "394f9c45",
-                                 preprocessing=TORCHVISION_NORM),
+                                 preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "vgg16.tv_in1k": Weights(_TV + "vgg16-397923af.pth", "vgg16", "torchvision", "397923af",
-                             preprocessing=TORCHVISION_NORM),
+                             preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "vgg16_bn.tv_in1k": Weights(_TV + "vgg16_bn-6c64b313.pth", "vgg16_bn", "torchvision", "6c64b313",
-                                preprocessing=TORCHVISION_NORM),
+                                preprocess=TV1, preprocessing=TORCHVISION_NORM),
     "vit_b16.tv_in1k": Weights(_TV + "vit_b_16-c867db91.pth", "vit_b16", "torchvision", "c867db91",
-                               preprocessing=TORCHVISION_NORM + " (bilinear resize 256, crop 224)"),
+                               preprocess=TV1, preprocessing=TORCHVISION_NORM + " (bilinear resize 256, crop 224)"),
     "vgg16.keras_in1k": Weights(
         "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
         "vgg16_weights_tf_dim_ordering_tf_kernels.h5", "vgg16", "keras_h5",
         md5="64373286793e3c8b2b4e3219cbf3544b",
+        preprocess=KERAS_CAFFE,
         preprocessing="BGR in [0, 255], minus the ImageNet mean (103.939, 116.779, 123.68); no scaling"),
 }
 
