@@ -105,9 +105,16 @@ def load_pretrained(config, num_classes: int):
     if weights and config.pretrained_optional and not (registry.cache_dir() / weights.cache_name).exists():
         print(f"warning: pretrained weights {name!r} are not in {registry.cache_dir()}; training from scratch")
         return None, None
+    from tljax.data import preprocess  # noqa: PLC0415
+
     cpu_kernels = D.cpu_kernels_on(config.cpu_kernels, D.make_mesh(config.mesh))
-    model, variables = registry.load(name, num_classes, **T.model_overrides(config, cpu_kernels))
-    return model, jax.device_get(variables)
+    loaded = registry.load_with_preprocess(name, num_classes, **T.model_overrides(config, cpu_kernels))
+    if loaded.preprocess is not None and config.data.source != "text_tsv" and config.data.source != "text_csv":
+        normalize = config.augment.normalize if config.augment else "none"
+        size = config.data.image_size if config.data.source == "image_folder" else loaded.preprocess.size_hw
+        for message in preprocess.mismatches(loaded.preprocess, normalize, size, f"weights {name!r}"):
+            preprocess.warn_once(message)
+    return loaded.model, jax.device_get(loaded.variables)
 
 
 def fit_strategy(config, train, test, info, workdir: str, spec: str, pretrained, model=None) -> loop.FitResult:
