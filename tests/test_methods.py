@@ -49,7 +49,8 @@ def test_distillation_loss_is_cross_entropy_when_alpha_is_one():
     p = jax.nn.softmax(teacher / t)
     ref = t * t * np.mean(np.sum(p * (np.log(p) - jax.nn.log_softmax(student / t)), -1))
     np.testing.assert_allclose(float(distill.kd_loss(student, teacher, labels, 0.0, t)[0]), ref, rtol=1e-5)
-    assert float(distill.kd_loss(student, student, labels, 0.0, t)[0]) == pytest.approx(0.0, abs=1e-6)
+    # the same log-softmax of the same logits on both sides: every term of the KL is exactly 0
+    assert float(distill.kd_loss(student, student, labels, 0.0, t)[0]) == 0.0
 
 
 def test_distillation_hook_uses_cached_logits_or_the_teacher():
@@ -92,13 +93,17 @@ def test_dann_loss_reverses_only_the_trunk_gradient_by_lambda():
         return cross_entropy(out["logits"], batch["label"], (batch["domain"] == 0).astype(jnp.float32))
 
     ref, cls = jax.grad(plain)(params), jax.grad(class_only)(params)
+    # Two graphs for the same gradients (reversal by -1, or by λ) sum the 8 examples' terms through 2 layers
+    # in other orders: they agree to 8 x 2 roundings of the largest gradient (measured: 5 on AVX2).
+    roundings = lambda *g: 16 * np.finfo(np.float32).eps * max(float(np.abs(x).max()) for x in g)  # noqa: E731
     for name in ("out", "hidden"):  # the domain classifier gets its full gradient
         np.testing.assert_allclose(dann["domain_head"][name]["kernel"], ref["domain_head"][name]["kernel"],
-                                   rtol=1e-5, atol=1e-7)
+                                   rtol=0, atol=roundings(ref["domain_head"][name]["kernel"]))
     # the trunk: class gradient minus λ times the domain gradient
     domain_part = ref["backbone"]["dense"]["kernel"] - cls["backbone"]["dense"]["kernel"]
     np.testing.assert_allclose(dann["backbone"]["dense"]["kernel"],
-                               cls["backbone"]["dense"]["kernel"] - lam * domain_part, rtol=1e-4, atol=1e-6)
+                               cls["backbone"]["dense"]["kernel"] - lam * domain_part, rtol=0,
+                               atol=roundings(ref["backbone"]["dense"]["kernel"], cls["backbone"]["dense"]["kernel"]))
     assert np.abs(domain_part).max() > 1e-4
 
 

@@ -10,11 +10,31 @@ Where the coordinator, process count and process id come from, first match wins:
 
 Nothing found, or one process: a no-op, so single-machine runs need no setup. On CPU the
 cross-process collectives go through gloo (the CPU client has none otherwise).
+
+A process that loses another one stops within seconds, not minutes (JAX's defaults are a 100 s
+heartbeat and a 300 s shutdown barrier):
+
+* JAX declares a process dead after ``heartbeat_timeout_seconds`` without a heartbeat and
+  then terminates the others; ``shutdown_timeout_seconds`` bounds the wait for the others at
+  exit (``TIMEOUTS`` below: ``config.distributed.<name>``, else ``TLJAX_<NAME>``, else the default);
+* an uncaught exception (e.g. a collective whose peer vanished) prints ``error: …`` naming
+  what happened and ends the process at once instead of waiting in JAX's shutdown barrier
+  for processes that may be gone;
+* under ``scripts/launch_local.py`` (``TLJAX_LAUNCHER_PID``) a process whose launcher died
+  stops itself (on Linux the kernel kills it first, see the launcher).
+
+SIGTERM does not end a process after ``initialize``: JAX's preemption service catches it as a
+preemption notice and the process goes on; SIGKILL ends it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import threading
+import time
+import traceback
 from typing import Any, Dict, Mapping, Optional
 
 import jax
@@ -22,6 +42,19 @@ import jax
 FIELDS = ("coordinator_address", "num_processes", "process_id")
 ENV = {"coordinator_address": "TLJAX_COORDINATOR", "num_processes": "TLJAX_NUM_PROCESSES",
        "process_id": "TLJAX_PROCESS_ID"}
+
+
+# seconds; keyword defaults of this module until the config declares config.distributed.<name>
+TIMEOUTS = {
+    "initialization_timeout": 300,  # for every process to connect at start (processes may start minutes apart)
+    "heartbeat_timeout_seconds": 10,  # a process silent this long is declared dead and the job stops
+    "shutdown_timeout_seconds": 60,  # at exit, for the others to finish too (a healthy job differs by seconds)
+}
+TIMEOUT_ENV = {name: "TLJAX_" + name.upper() for name in TIMEOUTS}
+LAUNCHER_ENV = "TLJAX_LAUNCHER_PID"  # set by scripts/launch_local.py
+# what a lost peer looks like from this process: gloo's broken connection, the coordination service's verdict
+PEER_LOST = re.compile(r"gloo|connection (closed|reset|refused)|broken pipe|heartbeat|coordination|barrier"
+                       r"|unavailable|deadline_exceeded|socket closed", re.IGNORECASE)
 
 
 def explicit_settings(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, Any]:
@@ -34,6 +67,20 @@ def explicit_settings(config=None, environ: Mapping[str, str] = os.environ) -> D
             value = environ.get(ENV[field]) or None
         if value is not None:
             found[field] = value if field == "coordinator_address" else int(value)
+    return found
+
+
+def timeouts(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, int]:
+    """``TIMEOUTS`` overridden by ``config.distributed.<name>``, else by ``TLJAX_<NAME>``."""
+    section = (config.get("distributed") if config is not None else None) or {}
+    found = {}
+    for name, default in TIMEOUTS.items():
+        value = section.get(name) if hasattr(section, "get") else None
+        if value in (None, ""):
+            value = environ.get(TIMEOUT_ENV[name]) or default
+        found[name] = int(value)
+        if found[name] <= 0:
+            raise ValueError(f"distributed {name} must be a positive number of seconds, got {value!r}")
     return found
 
 
@@ -85,5 +132,77 @@ def initialize(config=None) -> int:
     if jax.config.jax_cpu_collectives_implementation != "mpi":  # keep a user's explicit MPI
         # Only the CPU client reads this; GPU/TPU use NCCL/ICI whatever it says.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**kwargs)
+    limits = timeouts(config)
+    watch_launcher()  # before connecting: a launcher already gone must not leave us waiting for peers
+    jax.distributed.initialize(**kwargs, **limits)
+    stop_on_uncaught_exception(jax.process_index(), jax.process_count(), limits["heartbeat_timeout_seconds"])
     return jax.process_count()
+
+
+def _stop(message: str, status: int = 1) -> None:
+    """Prints ``message`` (if anyone still reads it) and ends the process now, without atexit handlers."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # the launcher that read our output is gone
+        pass
+    os._exit(status)
+
+
+def watch_launcher(environ: Mapping[str, str] = os.environ, interval: float = 0.5) -> Optional[threading.Thread]:
+    """Under ``scripts/launch_local.py``: stops this process when the launcher dies.
+
+    Linux's parent-death signal (set by the launcher) normally does it first; this is the fallback
+    where there is none. Watches only when the launcher is this process's parent: a process that a
+    worker starts inherits the variable but has another parent.
+    """
+    value = environ.get(LAUNCHER_ENV, "")
+    if not value.isdigit():
+        return None
+    launcher = int(value)
+    if os.getppid() != launcher:
+        try:
+            os.kill(launcher, 0)
+            return None  # alive: we are some worker's child, not the launcher's
+        except ProcessLookupError:
+            _stop(f"error: the launcher (pid {launcher}) that started this process is gone; stopping")
+        except PermissionError:
+            return None
+
+    def watch():
+        while os.getppid() == launcher:
+            time.sleep(interval)
+        _stop(f"error: the launcher (pid {launcher}) that started this process is gone; stopping")
+
+    thread = threading.Thread(target=watch, name="tljax-launcher-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def peer_lost_message(error: BaseException, process_id: int, num_processes: int, heartbeat_timeout: int) -> str:
+    """The ``error:`` line for an uncaught exception of a multi-process run."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    if PEER_LOST.search(f"{type(error).__name__} {error}"):
+        return (f"error: process {process_id} of {num_processes} lost contact with another process of the job "
+                f"({text}); stopping. The process that failed first says why (JAX declares a silent process dead "
+                f"after {heartbeat_timeout} s: distributed heartbeat_timeout_seconds)")
+    return (f"error: process {process_id} of {num_processes} failed: {type(error).__name__}: {text}; stopping "
+            f"(the other processes stop when they next need this one)")
+
+
+def stop_on_uncaught_exception(process_id: int, num_processes: int, heartbeat_timeout: int) -> None:
+    """An uncaught exception prints its traceback, an ``error:`` line, and ends the process at once.
+
+    Python would otherwise run JAX's atexit shutdown, a barrier that waits for every other
+    process: until the heartbeat timeout when one is gone, and while this one waits alive there,
+    the others, blocked in a collective that needs it, cannot fail either.
+    """
+    previous = sys.excepthook
+
+    def hook(kind, error, tb):
+        try:
+            previous(kind, error, tb)
+        except Exception:  # noqa: BLE001 (a broken hook must not keep the process alive)
+            traceback.print_exception(kind, error, tb)
+        _stop(peer_lost_message(error, process_id, num_processes, heartbeat_timeout))
+
+    sys.excepthook = hook
