@@ -90,7 +90,7 @@ def test_library_code_reads_no_undeclared_defaults():
         for name in files:
             if name.endswith(".py"):
                 text = open(os.path.join(folder, name)).read()
-                offenders += [f"{name}: {m}" for m in re.findall(r"(?:config|cfg)(?:\.\w+)*\.get\([^)]*\)", text)]
+                offenders += [f"{name}: {m}" for m in re.findall(r"\b(?:config|cfg)(?:\.\w+)*\.get\([^)]*\)", text)]
     assert not offenders, offenders
 
 

@@ -70,7 +70,10 @@ FIELDS: Tuple[Tuple[str, Any, str], ...] = (
     ("cv_folds", 0, "feature_cache: k-fold cross-validation of a ridge read-out (0: off)"),
     ("ridge_l2", 1.0, "feature_cache: L2 strength of the ridge read-out"),
     ("mixed_examples", 0, "multi-task: examples in the mixed training set (0: the tasks' sum)"),
-    ("distributed", {}, "coordinator_address, num_processes, process_id (else environment / cluster)"),
+    ("distributed", dict(coordinator_address="", num_processes=-1, process_id=-1, initialization_timeout=0,
+                         heartbeat_timeout_seconds=0, shutdown_timeout_seconds=0),
+     "processes of a job ('' / -1: TLJAX_* environment, else a detected cluster); timeouts in s (0: "
+     "TLJAX_<NAME>, else tljax.distributed.TIMEOUTS)"),
     # data
     ("data.source", "digits", "digits, tfds:<name>, image_folder, text_tsv, text_csv"),
     ("data.classes", (), "digits: which digits, in label order"),

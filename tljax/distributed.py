@@ -23,8 +23,9 @@ heartbeat and a 300 s shutdown barrier):
 * under ``scripts/launch_local.py`` (``TLJAX_LAUNCHER_PID``) a process whose launcher died
   stops itself (on Linux the kernel kills it first, see the launcher).
 
-SIGTERM does not end a process after ``initialize``: JAX's preemption service catches it as a
-preemption notice and the process goes on; SIGKILL ends it.
+SIGTERM ends a process after ``initialize`` as before it: JAX's preemption service (which would
+catch it as a notice) is turned off, so a scheduler's stop is a stop and the run resumes from its
+last checkpoint.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ ENV = {"coordinator_address": "TLJAX_COORDINATOR", "num_processes": "TLJAX_NUM_P
        "process_id": "TLJAX_PROCESS_ID"}
 
 
-# seconds; keyword defaults of this module until the config declares config.distributed.<name>
+# seconds, where neither config.distributed.<name> (0: unset) nor TLJAX_<NAME> gives one
 TIMEOUTS = {
     "initialization_timeout": 300,  # for every process to connect at start (processes may start minutes apart)
     "heartbeat_timeout_seconds": 10,  # a process silent this long is declared dead and the job stops
@@ -59,7 +60,7 @@ PEER_LOST = re.compile(r"gloo|connection (closed|reset|refused)|broken pipe|hear
 
 def explicit_settings(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, Any]:
     """The fields given by ``config.distributed`` or, per field, by the environment; unset ones absent."""
-    section = (config.get("distributed") if config is not None else None) or {}
+    section = (config.distributed if config is not None else None) or {}
     found: Dict[str, Any] = {}
     for field in FIELDS:
         value = section.get(field) if hasattr(section, "get") else None
@@ -72,11 +73,11 @@ def explicit_settings(config=None, environ: Mapping[str, str] = os.environ) -> D
 
 def timeouts(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, int]:
     """``TIMEOUTS`` overridden by ``config.distributed.<name>``, else by ``TLJAX_<NAME>``."""
-    section = (config.get("distributed") if config is not None else None) or {}
+    section = (config.distributed if config is not None else None) or {}
     found = {}
     for name, default in TIMEOUTS.items():
         value = section.get(name) if hasattr(section, "get") else None
-        if value in (None, ""):
+        if value in (None, "", 0):
             value = environ.get(TIMEOUT_ENV[name]) or default
         found[name] = int(value)
         if found[name] <= 0:
@@ -84,20 +85,16 @@ def timeouts(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, 
     return found
 
 
-def detected_cluster() -> Optional[str]:
-    """The name of a cluster environment JAX would auto-configure from, or None.
+# Environment variables that mark a cluster jax.distributed.initialize() configures itself from
+# (the presence tests of JAX's SLURM, Open MPI, Kubernetes job and Cloud TPU detectors).
+CLUSTER_MARKERS = {"SlurmCluster": ("SLURM_JOB_ID",), "OmpiCluster": ("OMPI_MCA_orte_hnp_uri",),
+                   "K8sCluster": ("KUBERNETES_SERVICE_HOST", "JOB_COMPLETION_INDEX"),
+                   "TpuCluster": ("TPU_WORKER_HOSTNAMES",)}
 
-    Uses JAX's own detectors (private API, so any failure counts as "none").
-    """
-    try:
-        from jax._src import clusters  # noqa: PLC0415
 
-        for env in clusters.ClusterEnv._cluster_types:
-            if not env.opt_in_only_method and env.is_env_present():
-                return env.__name__
-    except Exception:  # noqa: BLE001 (a detector that breaks must not stop a local run)
-        return None
-    return None
+def detected_cluster(environ: Mapping[str, str] = os.environ) -> Optional[str]:
+    """The name of a cluster environment JAX would auto-configure from, or None."""
+    return next((name for name, keys in CLUSTER_MARKERS.items() if all(k in environ for k in keys)), None)
 
 
 def plan(config=None, environ: Mapping[str, str] = os.environ, cluster: Optional[str] = None) -> Optional[Dict]:
@@ -132,6 +129,9 @@ def initialize(config=None) -> int:
     if jax.config.jax_cpu_collectives_implementation != "mpi":  # keep a user's explicit MPI
         # Only the CPU client reads this; GPU/TPU use NCCL/ICI whatever it says.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # SIGTERM (a scheduler's or the launcher's stop) ends the process, to resume from its last checkpoint;
+    # JAX's preemption service would catch it as a notice the loop does not poll, and go on.
+    jax.config.update("jax_enable_preemption_service", False)
     limits = timeouts(config)
     watch_launcher()  # before connecting: a launcher already gone must not leave us waiting for peers
     jax.distributed.initialize(**kwargs, **limits)

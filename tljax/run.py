@@ -59,6 +59,12 @@ def main(argv=None) -> None:
             report.write_json(os.path.join(path, "config.json"), config.to_dict())
         run(config, path)
     except USER_ERRORS as e:
+        if jax.distributed.is_initialized() and jax.process_count() > 1:
+            # not JAX's shutdown barrier: a lost peer would hold this process there until its heartbeat times out
+            limits = distributed.timeouts(config)
+            print(distributed.peer_lost_message(e, jax.process_index(), jax.process_count(),
+                                                limits["heartbeat_timeout_seconds"]), file=sys.stderr, flush=True)
+            os._exit(1)
         sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
     finally:
         if lock is not None:

@@ -116,13 +116,13 @@ def normalize(images, p: Preprocess):
     return (images - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
 
 
-def from_timm_cfg(cfg: Mapping[str, Any]) -> Preprocess:
+def from_timm_cfg(pretrained_cfg: Mapping[str, Any]) -> Preprocess:
     """timm's ``pretrained_cfg`` (``config.json`` of a timm Hub folder): mean, std, input_size
     ``[C, H, W]``, crop_pct, interpolation."""
-    _, h, w = cfg.get("input_size", (3, 224, 224))
-    mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
-    crop = 1.0 if cfg.get("crop_mode", "center") != "center" else cfg.get("crop_pct", 0.875)
-    return Preprocess(mean, std, h if h == w else (h, w), crop, cfg.get("interpolation") or "bilinear")
+    _, h, w = pretrained_cfg.get("input_size", (3, 224, 224))
+    mean, std = pretrained_cfg.get("mean", IMAGENET_MEAN), pretrained_cfg.get("std", IMAGENET_STD)
+    crop = 1.0 if pretrained_cfg.get("crop_mode", "center") != "center" else pretrained_cfg.get("crop_pct", 0.875)
+    return Preprocess(mean, std, h if h == w else (h, w), crop, pretrained_cfg.get("interpolation") or "bilinear")
 
 
 def _hw(size) -> Tuple[Optional[int], Optional[int], Optional[int]]:
@@ -134,22 +134,22 @@ def _hw(size) -> Tuple[Optional[int], Optional[int], Optional[int]]:
     return size.get("height"), size.get("width"), size.get("shortest_edge")
 
 
-def from_hf_processor(cfg: Mapping[str, Any]) -> Preprocess:
+def from_hf_processor(processor: Mapping[str, Any]) -> Preprocess:
     """A Hugging Face ``preprocessor_config.json`` (image processors): image_mean/std, size,
     crop_size, crop_pct, resample. A fixed ``size`` (height, width) is read as a centre crop of 1."""
-    mean = cfg.get("image_mean", IMAGENET_MEAN) if cfg.get("do_normalize", True) else (0.0,) * 3
-    std = cfg.get("image_std", IMAGENET_STD) if cfg.get("do_normalize", True) else (1.0,) * 3
-    h, w, short = _hw(cfg.get("size"))
-    crops = cfg.get("do_center_crop", cfg.get("crop_size") is not None)
-    ch, cw, _ = _hw(cfg.get("crop_size")) if crops else (None, None, None)
+    mean = processor.get("image_mean", IMAGENET_MEAN) if processor.get("do_normalize", True) else (0.0,) * 3
+    std = processor.get("image_std", IMAGENET_STD) if processor.get("do_normalize", True) else (1.0,) * 3
+    h, w, short = _hw(processor.get("size"))
+    crops = processor.get("do_center_crop", processor.get("crop_size") is not None)
+    ch, cw, _ = _hw(processor.get("crop_size")) if crops else (None, None, None)
     if ch and cw:
         base = short or min(h or ch, w or cw)
         size, crop = (ch if ch == cw else (ch, cw)), min(1.0, min(ch, cw) / base)
     elif short:
-        size, crop = short, float(cfg.get("crop_pct") or 1.0)
+        size, crop = short, float(processor.get("crop_pct") or 1.0)
     else:
         size, crop = ((h or 224) if h == w or w is None else (h, w)), 1.0
-    return Preprocess(mean, std, size, crop, HF_RESAMPLE.get(cfg.get("resample", 2), "bilinear"))
+    return Preprocess(mean, std, size, crop, HF_RESAMPLE.get(processor.get("resample", 2), "bilinear"))
 
 
 def load_image(path, p: Preprocess) -> np.ndarray:
