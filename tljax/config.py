@@ -12,7 +12,6 @@ import ast
 import copy
 import difflib
 import importlib.util
-import json
 import math
 import os
 import re
@@ -156,11 +155,6 @@ def overlay(config, fields, drop: Sequence[str] = tuple(SECTIONS)) -> ml_collect
         given["data"] = data_config(given["data"]).to_dict()
     merged.update(given)
     return ml_collections.ConfigDict(merged)
-
-
-def to_json(config: ml_collections.ConfigDict) -> str:
-    """The resolved config (references followed) as JSON, for ``WORKDIR/config.json``."""
-    return json.dumps(config.to_dict(), indent=1, default=repr)
 
 
 def parse_args(argv: Sequence[str]):
