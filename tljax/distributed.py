@@ -60,7 +60,7 @@ PEER_LOST = re.compile(r"gloo|connection (closed|reset|refused)|broken pipe|hear
 
 def explicit_settings(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, Any]:
     """The fields given by ``config.distributed`` or, per field, by the environment; unset ones absent."""
-    section = (config.distributed if config is not None else None) or {}
+    section = (config["distributed"] if config is not None else None) or {}
     found: Dict[str, Any] = {}
     for field in FIELDS:
         value = section.get(field) if hasattr(section, "get") else None
@@ -73,7 +73,7 @@ def explicit_settings(config=None, environ: Mapping[str, str] = os.environ) -> D
 
 def timeouts(config=None, environ: Mapping[str, str] = os.environ) -> Dict[str, int]:
     """``TIMEOUTS`` overridden by ``config.distributed.<name>``, else by ``TLJAX_<NAME>``."""
-    section = (config.distributed if config is not None else None) or {}
+    section = (config["distributed"] if config is not None else None) or {}
     found = {}
     for name, default in TIMEOUTS.items():
         value = section.get(name) if hasattr(section, "get") else None
