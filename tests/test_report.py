@@ -41,4 +41,4 @@ def test_torn_last_metrics_line_is_dropped_and_the_run_resumes(runlocal_config, 
     assert out.completed and "line 2 is not a complete JSON record" in capsys.readouterr().out
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]  # training records; the last line is the evaluation's
-    assert steps == [4, 8, 12] and "eval_accuracy" in records[-1]
+    assert steps == [4, 8, 12] and "test_accuracy" in records[-1]

@@ -149,6 +149,7 @@ def use_compilation_cache(path: str, max_gb: float = 4.0) -> None:
     Must run before the first compile. An unwritable folder is a config error, not a silent miss.
     """
     if not path:
+        jax.config.update("jax_compilation_cache_dir", None)  # off, even where an earlier call turned it on
         return
     folder = os.path.expanduser(path)
     why = workdir.unwritable(folder)
