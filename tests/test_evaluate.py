@@ -11,9 +11,7 @@ from tljax import data
 from tljax.train import evaluate
 from tljax.config import load_file
 from tljax.methods import finetune
-from tljax.run import run as run_job
 from tljax.train import loop
-from tljax.train import state as T
 
 from conftest import ROOT
 

@@ -8,7 +8,6 @@ import pytest
 from tljax import data, models, strategies
 from tljax import params as P
 from tljax.methods import finetune
-from tljax.run import run as run_job
 from tljax.train import loop
 from tljax.train import state as T
 from tljax.train import devices as D

@@ -15,7 +15,6 @@ from tljax.data.mixing import mix
 from tljax.methods import adapt, distill, multitask
 from tljax.models.heads import DomainAdversarial, MultiTask, grad_reverse
 from tljax.losses import cross_entropy
-from tljax.train import step as S
 
 
 def test_gradient_reversal_flips_sign_and_scales_by_lambda():

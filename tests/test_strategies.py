@@ -16,9 +16,7 @@ from tljax import params as P
 from tljax.config import load_file
 from tljax.strategies.layout import depth_groups
 from tljax.methods import finetune
-from tljax.run import run as run_job
 from tljax.train import loop
-from tljax.train import state as T
 
 from conftest import ROOT
 
