@@ -69,7 +69,7 @@ def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[st
         return tljax_format.read(path, **model_kwargs)
     if path.is_dir():
         arrays, meta = read_hf_folder(path)
-        source = source or meta.get("source")
+        arch, model_kwargs, source = _arch_of_folder(path, meta["config"], arrays, arch, source, model_kwargs)
     elif path.suffix in READERS:
         arrays, meta = READERS[path.suffix](path)
     else:
@@ -91,6 +91,22 @@ def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[st
                          f"Hugging Face folder that holds config.json")
     variables, model_kwargs = convert.convert_torch(arrays, arch, source, **model_kwargs)
     return variables, arch, model_kwargs
+
+
+def _arch_of_folder(path, config, arrays, arch, source, model_kwargs):
+    """``(arch, kwargs, source)`` of a Hugging Face / timm folder from its ``config.json``; an ``arch=``
+    given by the caller wins, and a timm name tljax does not know falls back to the key names."""
+    hub = convert.hub_config
+    try:
+        found, kwargs, found_source = hub.from_config(config)
+    except hub.UnsupportedArchitecture as err:
+        found = convert.detect_arch(arrays) if hub.is_timm_config(config) and arch is None else None
+        if found is None and arch is None:
+            raise hub.UnsupportedArchitecture(f"{path}: {err}") from None
+        kwargs, found_source = {}, convert.detect_source(arrays)
+    if arch is not None and arch != found:  # the caller's arch wins; the config's sizes were for another
+        return arch, model_kwargs, source or found_source
+    return found, {**kwargs, **model_kwargs}, source or found_source
 
 
 class Loaded(NamedTuple):

@@ -105,9 +105,8 @@ def read_npz(path: Path) -> Tuple[Arrays, dict]:
 def read_hf_folder(path: Path) -> Tuple[Arrays, dict]:
     """A Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or ``pytorch_model.bin``).
 
-    A transformers ``config.json`` (``model_type``) becomes the ``config`` create kwarg; a timm Hub
-    folder's (``architecture`` and ``pretrained_cfg``, no ``model_type``) holds no model kwargs, and
-    its arch and key layout are then told from the key names.
+    The meta holds the ``config.json`` dict: a transformers one (``model_type``) or timm's Hub one
+    (``architecture`` and ``pretrained_cfg``); ``convert.hub_config`` reads the arch from it.
     """
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: a folder must be a Hugging Face model folder holding config.json and "
@@ -119,10 +118,7 @@ def read_hf_folder(path: Path) -> Tuple[Arrays, dict]:
                          f"save_pretrained writes") from err
     for name, reader in (("model.safetensors", read_safetensors), ("pytorch_model.bin", read_torch)):
         if (path / name).exists():
-            if "model_type" not in config and "pretrained_cfg" in config:  # timm's save_for_hf
-                return reader(path / name)[0], {"source": None}
-            return reader(path / name)[0], {"arch": config.get("model_type"), "kwargs": {"config": config},
-                                            "source": "hf"}
+            return reader(path / name)[0], {"config": config}
     raise FileNotFoundError(f"{path}: a Hugging Face folder needs model.safetensors or pytorch_model.bin")
 
 
