@@ -175,6 +175,31 @@ def test_lora_merge_is_exact():
     np.testing.assert_array_equal(lora.merge(with_adapters, 0.5)["backbone"]["q"]["kernel"], expected)
 
 
+@pytest.mark.parametrize("spec,rank,alpha,targets", [
+    ("lora", 8, 8.0, None), ("lora:4,16", 4, 16.0, None),
+    ("lora:4,16,targets=attention", 4, 16.0, strategies.builtin.LORA_TARGETS["attention"]),
+    ("lora:2,targets=backbone/.*/(query|key)/kernel", 2, 2.0, "backbone/.*/(query|key)/kernel")])
+def test_lora_reads_rank_alpha_and_targets(spec, rank, alpha, targets):
+    assert strategies.get(spec).lora == dict(rank=rank, alpha=alpha, targets=targets)
+
+
+@pytest.mark.parametrize("spec,says", [("lora:0", "rank must be >= 1"), ("lora:4,-1", "alpha > 0"),
+                                       ("lora:4,targets=(query", "bad regex"), ("lora:x", "expected an integer")])
+def test_bad_lora_arguments_are_named(spec, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        strategies.get(spec)
+
+
+def test_lora_targets_pick_the_kernels_they_name():
+    params = {"backbone": {"layer0": {"attention": {n: {"kernel": jnp.ones((4, 4))} for n in ("query", "key",
+                                                                                             "value", "out")},
+                                      "mlp_fc1": {"kernel": jnp.ones((4, 8))}}}}
+    picked = lambda spec: set(lora.target_paths(params, strategies.get(spec).lora["targets"]))  # noqa: E731
+    assert picked("lora:2") == {"backbone/layer0/attention/query/kernel", "backbone/layer0/attention/value/kernel"}
+    assert len(picked("lora:2,targets=attention")) == 4
+    assert picked("lora:2,targets=all_linear") == picked("lora:2,targets=attention") | {"backbone/layer0/mlp_fc1/kernel"}
+
+
 def test_l2sp_pulls_towards_the_pretrained_weights(config, pretrained, tmp_path):
     tx = optim.pull_to_anchor(0.5)
     theta0 = {"w": jnp.array([1.0, 2.0])}

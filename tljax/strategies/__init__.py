@@ -116,7 +116,8 @@ def number(spec: str, arg: str, default, kind=float):
     try:
         return kind(arg)
     except ValueError:
-        raise ValueError(f"strategy {spec!r}: expected a {kind.__name__} after ':', got {arg!r}") from None
+        raise ValueError(f"strategy {spec!r}: expected {'an integer' if kind is int else 'a number'} after ':', "
+                         f"got {arg!r}") from None
 
 
 from tljax.strategies import builtin  # noqa: E402,F401  (registers the built-in strategies)

@@ -116,14 +116,35 @@ def norm_only(arg: str = "") -> Strategy:
     return Strategy("norm_only", [(HEAD, TRAINABLE), (NORM, TRAINABLE), (".*", FROZEN)])
 
 
+LORA_TARGETS = {  # named target sets; anything else after ``targets=`` is a regex over parameter paths
+    "qv": r"backbone/.*/(query|value)/kernel",
+    "attention": r"backbone/.*/attention/(query|key|value|out)/kernel",
+    "all_linear": r"backbone/.*/(query|key|value|out|\w*(mlp|fc|lin|intermediate|output|pwconv)\w*)/kernel",
+}
+
+
 @register("lora")
 def lora(arg: str) -> Strategy:
-    """Hu et al. 2021: rank-r adapters on chosen kernels (attention query/value by default), base frozen."""
-    rank = number("lora", arg, 8, int)
-    if rank < 1:
-        raise ValueError(f"lora:{arg}: rank must be >= 1")
+    """Hu et al. 2021: rank-r adapters on chosen kernels, base frozen: ``lora:rank[,alpha][,targets=T]``.
+
+    ``alpha`` defaults to the rank (scale α/r = 1). ``T`` is a name in ``LORA_TARGETS`` or a regex
+    over parameter paths (default: attention query/value, else every convolution; ``tljax.lora``).
+    """
+    arg, _, targets = arg.partition("targets=")
+    rank_arg, _, alpha_arg = arg.rstrip(",").partition(",")
+    rank = number("lora", rank_arg.strip(), 8, int)
+    alpha = number("lora", alpha_arg.strip(), float(rank))
+    if rank < 1 or alpha <= 0:
+        raise ValueError(f"lora:{arg}{'targets=' if targets else ''}{targets}: rank must be >= 1 and alpha > 0")
+    if targets:
+        targets = LORA_TARGETS.get(targets, targets)
+        try:
+            re.compile(targets)
+        except re.error as e:
+            raise ValueError(f"lora targets={targets!r}: bad regex ({e}); or use one of {sorted(LORA_TARGETS)}") from None
     rules = [(HEAD, TRAINABLE), (r".*/lora_[ab]", TRAINABLE), (".*", FROZEN)]
-    return Strategy(f"lora:{rank}", rules, lora=dict(rank=rank, alpha=float(rank), targets=None))
+    name = f"lora:{rank}" + (f",{alpha:g}" if alpha != rank else "") + (f",targets={targets}" if targets else "")
+    return Strategy(name, rules, lora=dict(rank=rank, alpha=alpha, targets=targets or None))
 
 
 @register("l2sp")
