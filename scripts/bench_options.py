@@ -54,14 +54,16 @@ def base_config(arch: str, overrides) -> ml_collections.ConfigDict:
     return config
 
 
-def compiled_step(config, batch, donate: bool = True):
-    """``(run_one_step, compile_seconds, flops, memory)`` for the loop's own step under ``config``."""
+def compiled_step(config, batch, donate: bool = True, strategy: str = "full_ft"):
+    """``(run_one_step, compile_seconds, flops, memory)`` for the loop's own step under ``config``,
+    training what ``strategy`` trains (frozen BatchNorms in inference mode, LoRA merged, as the loop)."""
     mesh = D.make_mesh()
     model = T.build_model(config, 10, D.cpu_kernels_on(config.cpu_kernels, mesh))
-    state, tx, mask, _ = T.prepare(config, strategies.get("full_ft"), T.init_variables(model, batch, 0), 1)
+    state, tx, mask, param_fn = T.prepare(config, strategies.get(strategy), T.init_variables(model, batch, 0), 1)
     state = jax.device_put(state, D.replicated(mesh))
     dev_batch = D.shard_batch(batch, mesh)
-    fn = S.make_train_step(model, tx, mask, frozenset(), 0, grad_accum=config.grad_accum,
+    fn = S.make_train_step(model, tx, mask, S.frozen_batchnorms(state.batch_stats, mask), 0, param_fn=param_fn,
+                           grad_accum=config.grad_accum,
                            accum_in_loop={"auto": None, "on": True, "off": False}[config.accum_in_loop])
     compiled, seconds, flops = D.compile_train_step(fn, state, dev_batch, mesh, donate=donate)
     memory = compiled.memory_analysis()

@@ -90,13 +90,15 @@ def tljax_sides():
     return {"kernels": True, "plain": False} if D.on_cpu(D.make_mesh()) else {"plain": False}
 
 
-def resnet_case(batch_size: int, size: int, frozen: bool, variants, device_type: str):
+def resnet_case(batch_size: int, size: int, frozen: bool, variants, device_type: str, sides=None):
+    """``(tljax runs per side, PyTorch runs per variant)`` of ResNet-50's step; ``sides`` default ``tljax_sides()``."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch_size, size, size, 3), np.float32)
     labels = rng.integers(0, 10, batch_size).astype(np.int32)
     config = opt_config("sgd", 0.01, 1e-4)
     jax_runs = {side: tljax_step(models.create("resnet50", 10, cpu_kernels=on), {"image": images, "label": labels},
-                                 config, "linear_probe" if frozen else "full_ft") for side, on in tljax_sides().items()}
+                                 config, "linear_probe" if frozen else "full_ft")
+                for side, on in (sides or tljax_sides()).items()}
     return jax_runs, TS.resnet_runs(variants, images, labels, frozen, device_type)
 
 

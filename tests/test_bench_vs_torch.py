@@ -27,7 +27,7 @@ B, TS, R = load("bench_timing"), load("bench_torch_side"), load("bench_vs_torch_
 
 def test_every_script_fits_300_lines():
     for name in ("bench_vs_torch", "bench_timing", "bench_torch_side", "bench_vs_torch_report", "bench_options",
-                 "bench_input"):
+                 "bench_input", "bench_memory", "bench_scaling"):
         assert len(open(os.path.join(SCRIPTS, f"{name}.py")).read().splitlines()) <= 300, name
 
 
