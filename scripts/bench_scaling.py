@@ -4,7 +4,7 @@
     python scripts/bench_scaling.py --out /tmp/s --quick            # tiny sizes: checks the script
 
 Full fine-tuning steps (SGD momentum, 10 classes) from ``bench_vs_torch.resnet_case``: tljax's
-default side (the XLA:CPU kernels on CPU, plain ops on GPU) against one PyTorch variant
+default side (the XLA:CPU kernels on CPU, bfloat16 on GPU) against one PyTorch variant
 (``--torch-variant``, default ``eager_cl``: channels_last, the fastest CPU variant that does not
 recompile per shape; ``torch.compile`` would compile once per point). Batch sizes ``--batches`` at
 ``--size``, then image sizes ``--sizes`` at ``--batch``; each point interleaves the two steps for
@@ -28,16 +28,15 @@ import torch  # noqa: E402
 
 import bench_timing as B  # noqa: E402
 import bench_torch_side as TS  # noqa: E402
-from bench_vs_torch import resnet_case  # noqa: E402
+from bench_vs_torch import default_side, resnet_case, tljax_sides  # noqa: E402
 from tljax.train import host_memory, report  # noqa: E402
-from tljax.train import devices as D  # noqa: E402
 
 
 def point(batch: int, size: int, variant: str, warmup: int, reps: int) -> dict:
-    on_cpu = D.on_cpu(D.make_mesh())
+    sides = tljax_sides()
+    side = default_side(sides)
     jax_runs, torch_runs = resnet_case(batch, size, False, [variant], TS.torch_device().type,
-                                       sides={"kernels" if on_cpu else "plain": on_cpu})
-    side = next(iter(jax_runs))
+                                       sides={side: sides[side]})
     m = B.rounds({"tljax": jax_runs[side][0], variant: torch_runs[variant][0]}, warmup, reps)
     out = {"batch": batch, "size": size, "tljax_ms": statistics.median(m["tljax"]["ms"]),
            "torch_ms": statistics.median(m[variant]["ms"]),

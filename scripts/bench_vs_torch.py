@@ -42,6 +42,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the bench_* helpers, when loaded by path
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -85,9 +86,22 @@ def tljax_step(model, batch, config, strategy: str):
     return run, seconds, flops
 
 
+BF16 = [False]  # --bf16 (always on GPU): also time tljax with dtype=bfloat16 (parameters stay float32)
+
+
 def tljax_sides():
-    """``{'kernels': True, 'plain': False}`` on CPU; on GPU only ``plain`` (the kernels are CPU forms)."""
-    return {"kernels": True, "plain": False} if D.on_cpu(D.make_mesh()) else {"plain": False}
+    """``{side: create kwargs}``: on CPU ``kernels`` and ``plain``; on GPU ``plain`` (the kernels are CPU
+    forms); with ``BF16`` also ``bf16``: bfloat16 compute, the kernels as the default side has them."""
+    cpu = D.on_cpu(D.make_mesh())
+    sides = {"kernels": {"cpu_kernels": True}, "plain": {"cpu_kernels": False}} if cpu else {"plain": {}}
+    if BF16[0] or not cpu:
+        sides["bf16"] = {"cpu_kernels": cpu, "dtype": jnp.bfloat16}
+    return sides
+
+
+def default_side(sides) -> str:
+    """The side ``ratio_best`` reports: bf16 on GPU (what GPU users run), the kernels on CPU."""
+    return "bf16" if "bf16" in sides and "kernels" not in sides else "kernels" if "kernels" in sides else "plain"
 
 
 def resnet_case(batch_size: int, size: int, frozen: bool, variants, device_type: str, sides=None):
@@ -96,9 +110,9 @@ def resnet_case(batch_size: int, size: int, frozen: bool, variants, device_type:
     images = rng.standard_normal((batch_size, size, size, 3), np.float32)
     labels = rng.integers(0, 10, batch_size).astype(np.int32)
     config = opt_config("sgd", 0.01, 1e-4)
-    jax_runs = {side: tljax_step(models.create("resnet50", 10, cpu_kernels=on), {"image": images, "label": labels},
+    jax_runs = {side: tljax_step(models.create("resnet50", 10, **kw), {"image": images, "label": labels},
                                  config, "linear_probe" if frozen else "full_ft")
-                for side, on in (sides or tljax_sides()).items()}
+                for side, kw in (sides or tljax_sides()).items()}
     return jax_runs, TS.resnet_runs(variants, images, labels, frozen, device_type)
 
 
@@ -118,8 +132,8 @@ def minilm_case(batch_size: int, length: int, hf: dict, variants, device_type: s
     batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
              "label": rng.integers(0, 2, batch_size).astype(np.int32)}
     config = opt_config("adamw", 1e-4, 0.01)
-    jax_runs = {side: tljax_step(models.create("bert", 2, config=hf, cpu_kernels=on), batch, config, "full_ft")
-                for side, on in tljax_sides().items()}
+    jax_runs = {side: tljax_step(models.create("bert", 2, config=hf, **kw), batch, config, "full_ft")
+                for side, kw in tljax_sides().items()}
     return jax_runs, TS.minilm_runs(variants, batch, hf, device_type)
 
 
@@ -143,7 +157,7 @@ def row(name, case, warmup, reps, peak):
     m = B.rounds(runs, warmup, reps)
     med = {k: statistics.median(v["ms"]) for k, v in m.items()}
     ratios = {s: {v: B.ratio_summary(m[s]["ms"], m[v]["ms"]) for v in torch_runs} for s in jax_runs}
-    default = "kernels" if "kernels" in jax_runs else "plain"
+    default = default_side(jax_runs)
     best = B.fastest(ratios[default])
     flops = jax_runs["plain"][2]  # the plain step's count: the model's nominal FLOPs
     out = {"name": name, "reps": reps, "tljax_ms": med[default], "tljax_default_side": default,
@@ -199,7 +213,9 @@ def parse_args(argv):
                    f"device's; CPU {list(TS.VARIANTS['cpu'])}, GPU {list(TS.VARIANTS['cuda'])})")
     p.add_argument("--reps", type=int, default=None, help="timed rounds per row (default 10; quick 2)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds after each step's first call")
-    p.add_argument("--batch", type=int, default=None, help="ResNet batch (default 16; MiniLM uses 2×)")
+    p.add_argument("--batch", type=int, default=None, help="ResNet batch (default 16; MiniLM uses 2×; on GPU "
+                   "also try 128, MiniLM 256)")
+    p.add_argument("--bf16", action="store_true", help="also time tljax in bfloat16 on CPU (always on GPU)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--ghz", type=float, default=None, help="clock for the peak, when /proc/cpuinfo's is not nominal")
@@ -219,6 +235,7 @@ def parse_args(argv):
 def main(argv=None):
     args, wanted = parse_args(argv)
     malloc = host_memory.configure(args.malloc, restart=argv is None)  # before either framework's threads allocate
+    BF16[0] = args.bf16
     reps = args.reps or (2 if args.quick else 10)
     batch = args.batch or (2 if args.quick else 16)
     size, length = args.image_size or (64 if args.quick else 224), args.seq_len or (16 if args.quick else 64)

@@ -7,7 +7,7 @@ time, FLOPs, MFU, memory); then the single-value rows and notes on how to read t
 
 from __future__ import annotations
 
-SIDES = ("kernels", "plain")
+SIDES = ("kernels", "plain", "bf16")  # tljax: XLA:CPU kernels, plain Flax ops, plain ops in bfloat16
 MALLOC_SAYS = {"jemalloc": "jemalloc keeping freed pages (LD_PRELOAD) for both frameworks",
                "keep": "glibc keeps freed memory (1 arena, no mmap, no trim) for both frameworks",
                "default": "malloc as it is"}
@@ -34,13 +34,20 @@ def timed_rows(rows):
     return [r for r in rows if r.get("tljax_ms") is not None]
 
 
+def sides_of(rows):
+    """The tljax sides the table shows: kernels and plain always ('–' where absent), bf16 when it ran."""
+    return [s for s in SIDES if s != "bf16" or any(r.get("tljax_ms_bf16") is not None for r in rows)]
+
+
 def ratio_table(rows):
-    lines = ["| step | tljax ms, kernels / plain | PyTorch eager ms | fastest PyTorch, ms | kernels ÷ eager "
-             "| plain ÷ eager | kernels ÷ fastest | plain ÷ fastest |", "|---|---|---|---|---|---|---|---|"]
+    sides = sides_of(rows)
+    head = [f"{s} ÷ {v}" for v in ("eager", "fastest") for s in sides]
+    lines = [f"| step | tljax ms, {' / '.join(sides)} | PyTorch eager ms | fastest PyTorch, ms | " + " | ".join(head)
+             + " |", "|---|---|---|---|" + "---|" * len(head)]
     for r in timed_rows(rows):
         best = r["torch_best"]
-        cells = [ratio_cell(r["ratios"].get(side, {}).get(v)) for v in ("eager", best) for side in SIDES]
-        lines.append(f"| {r['name']} | {ms(r['tljax_ms_kernels'])} / {ms(r['tljax_ms_plain'])} "
+        cells = [ratio_cell(r["ratios"].get(side, {}).get(v)) for v in ("eager", best) for side in sides]
+        lines.append(f"| {r['name']} | {' / '.join(ms(r.get(f'tljax_ms_{s}')) for s in sides)} "
                      f"| {ms(r['torch_variants_ms'].get('eager'))} | {best} {ms(r['torch_variants_ms'][best])} | "
                      + " | ".join(cells) + " |")
     return lines
@@ -57,14 +64,15 @@ def variant_table(rows):
 
 
 def cost_table(rows, gpu: bool):
-    lines = ["| step | tljax compile s, kernels / plain | XLA GFLOP | MFU kernels / plain / fastest PyTorch "
+    sides = sides_of(rows)
+    lines = [f"| step | tljax compile s, {' / '.join(sides)} | XLA GFLOP | MFU {' / '.join(sides)} / fastest PyTorch "
              "| peak RSS MiB tljax / PyTorch |" + (" GPU peak MiB tljax / PyTorch |" if gpu else ""),
              "|---|---|---|---|---|" + ("---|" if gpu else "")]
     for r in timed_rows(rows):
         compile_s = " / ".join("–" if r["tljax_compile_s"].get(s) is None else f"{r['tljax_compile_s'][s]:.1f}"
-                               for s in SIDES)
+                               for s in sides)
         flops = f"{r['xla_gflop']:.1f}" if r["xla_gflop"] else "n/a"  # XLA:GPU counts no FLOPs before compiling
-        mfu = " / ".join(pct(r["mfu"].get(k)) for k in (*SIDES, r["torch_best"])) if r["xla_gflop"] else "n/a"
+        mfu = " / ".join(pct(r["mfu"].get(k)) for k in (*sides, r["torch_best"])) if r["xla_gflop"] else "n/a"
         rss = r["peak_rss_mib"]
         tl = max(rss[s] for s in SIDES if s in rss)
         pt = max(v for k, v in rss.items() if k not in SIDES)

@@ -117,20 +117,44 @@ def test_gpu_rows_show_no_kernels_side_device_memory_and_unknown_flops():
     assert "| resnet50_full_ft | – / 12.0 | n/a | n/a | 2,100 / 1,950 | 4,838 / 657 |" in text
 
 
+def test_gpu_rows_with_bfloat16_show_it_as_a_third_side():
+    row = timed_row(gpu=True)
+    row["tljax_ms_bf16"], row["tljax_compile_s"]["bf16"], row["mfu"]["bf16"] = 450.0, 14.0, 0.5
+    row["ratios"]["bf16"] = {"eager": summary(0.45, [0.4, 0.5]), "eager_cl": summary(0.56)}
+    text = R.markdown([row], META)
+    assert "| step | tljax ms, kernels / plain / bf16 | PyTorch eager ms |" in text
+    assert ("| resnet50_full_ft | – / 1,100 / 450 | 1,000 | eager_cl 800 | – | **1.10** (0.85–0.95) | "
+            "**0.45** (0.40–0.50) | – | **1.37** [1.27–1.47] | **0.56** [0.46–0.66] |") in text
+    assert "| resnet50_full_ft | – / 12.0 / 14.0 | n/a |" in text
+
+
+def test_bf16_side_is_the_default_on_gpu_and_an_option_on_cpu():
+    assert bench.default_side({"plain": {}, "bf16": {}}) == "bf16"
+    assert bench.default_side({"kernels": {}, "plain": {}, "bf16": {}}) == "kernels"
+    bench.BF16[0] = True
+    try:
+        sides = bench.tljax_sides()  # this machine runs JAX on CPU
+    finally:
+        bench.BF16[0] = False
+    assert set(sides) == {"kernels", "plain", "bf16"} and sides["bf16"]["dtype"] == bench.jnp.bfloat16
+    assert set(bench.tljax_sides()) == {"kernels", "plain"}
+
+
 @pytest.mark.slow
 def test_quick_run_reports_kernels_on_and_off_against_every_variant(tmp_path):
     cmd = [sys.executable, os.path.join(SCRIPTS, "bench_vs_torch.py"), "--out", str(tmp_path), "--quick",
-           "--rows", "frozen", "--torch-variants", "eager,eager_cl", "--image-size", "32", "--warmup", "0"]
+           "--rows", "frozen", "--torch-variants", "eager,eager_cl", "--image-size", "32", "--warmup", "0",
+           "--bf16"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.load(open(tmp_path / "bench_vs_torch.json"))["rows"]
     row = next(r for r in rows if r["name"].startswith("resnet50_frozen_backbone"))
-    assert row["tljax_ms_kernels"] > 0 and row["tljax_ms_plain"] > 0
+    assert row["tljax_ms_kernels"] > 0 and row["tljax_ms_plain"] > 0 and row["tljax_ms_bf16"] > 0
     assert set(row["torch_variants_ms"]) == {"eager", "eager_cl"} and row["torch_ms"] == row["torch_variants_ms"]["eager"]
-    for side in ("kernels", "plain"):
+    for side in ("kernels", "plain", "bf16"):
         assert set(row["ratios"][side]) == {"eager", "eager_cl"}
         assert row[f"ratio_eager_{side}"] == row["ratios"][side]["eager"]["median"]
     assert row["ratio_best"] >= row["ratio_eager"] == row["ratio"] == row["ratio_eager_kernels"]
     assert row["torch_best"] in ("eager", "eager_cl") and len(row["rounds_ms"]["kernels"]) == 2
     text = open(tmp_path / "bench_vs_torch.md").read()
-    assert "| step | tljax ms, kernels / plain | PyTorch eager ms | fastest PyTorch, ms |" in text
+    assert "| step | tljax ms, kernels / plain / bf16 | PyTorch eager ms | fastest PyTorch, ms |" in text
