@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
-import numpy as np
-
 from tljax.convert import hf, keras, timm, torchvision
+from tljax.convert import convnext, efficientnet
+from tljax.convert import vit_hf
+from tljax.convert.vit import OPTIONAL as VIT_OPTIONAL, vit_kwargs
 from tljax.convert.common import Rule, apply_rules, validate
 from tljax.convert.detect import detect_arch, detect_source
 from tljax.convert.hub_config import from_hf_config, from_timm_config
@@ -25,7 +26,8 @@ from tljax.convert.hub_config import from_hf_config, from_timm_config
 SOURCES = ("torchvision", "timm", "hf")
 
 # arch prefix -> family, longest prefix first when looked up.
-FAMILIES: Dict[str, str] = {"resnet": "resnet", "vgg": "vgg", "vit": "vit", "bert": "bert"}
+FAMILIES: Dict[str, str] = {"resnet": "resnet", "vgg": "vgg", "vit": "vit", "bert": "bert",
+                            "roberta": "roberta", "distilbert": "distilbert"}
 # (source, family) -> rules, or a function of the arch returning them.
 RULES: Dict[Tuple[str, str], Union[List[Rule], Callable[[str], List[Rule]]]] = {
     ("torchvision", "resnet"): torchvision.RESNET,
@@ -33,25 +35,34 @@ RULES: Dict[Tuple[str, str], Union[List[Rule], Callable[[str], List[Rule]]]] = {
     ("torchvision", "vgg"): lambda arch: torchvision.vgg(batch_norm=arch.endswith("_bn")),
     ("timm", "resnet"): timm.RESNET,
     ("timm", "vit"): timm.VIT,
+    ("hf", "vit"): vit_hf.rules,  # vit_dinov2, vit_clip, vit_siglip
     ("hf", "bert"): hf.BERT,
+    ("hf", "roberta"): hf.ROBERTA,
+    ("hf", "distilbert"): hf.DISTILBERT,
 }
 # source -> key prefixes stripped first (task models keep the base model under its name).
-PREFIXES: Dict[str, Sequence[str]] = {"hf": ("bert.",)}
+PREFIXES: Dict[str, Sequence[str]] = {"hf": ("bert.", "roberta.", "distilbert.")}
 # family -> source-key regexes dropped when the model has no place for them.
-OPTIONAL: Dict[str, Sequence[str]] = {"bert": hf.BERT_OPTIONAL}
-
-
-def _vit_kwargs(flat: Mapping[str, np.ndarray], **model_kwargs) -> Dict[str, Any]:
-    """ViT image size from its position-embedding length, when not given."""
-    if "params/backbone/pos_embed" not in flat or "image_size" in model_kwargs:
-        return model_kwargs
-    tokens = flat["params/backbone/pos_embed"].shape[1] - 1
-    patch = flat["params/backbone/patch_embed/kernel"].shape[0]
-    return {**model_kwargs, "image_size": int(round(tokens ** 0.5)) * patch}
+OPTIONAL: Dict[str, Sequence[str]] = {"bert": hf.BERT_OPTIONAL, "roberta": hf.ROBERTA_OPTIONAL,
+                                     "distilbert": hf.DISTILBERT_OPTIONAL}
 
 
 # family -> function(flat converted arrays, **given kwargs) -> the create kwargs.
-KWARGS: Dict[str, Callable[..., Dict[str, Any]]] = {"bert": hf.bert_kwargs, "vit": _vit_kwargs}
+KWARGS: Dict[str, Callable[..., Dict[str, Any]]] = {"bert": hf.bert_kwargs, "vit": vit_kwargs,
+                                                   "roberta": hf.roberta_kwargs, "distilbert": hf.distilbert_kwargs}
+
+# ConvNeXt (timm, Hugging Face) and EfficientNet (timm).
+FAMILIES.update({"convnext": "convnext", "efficientnet": "efficientnet"})
+RULES.update({("timm", "convnext"): convnext.TIMM, ("hf", "convnext"): convnext.HF,
+              ("timm", "efficientnet"): efficientnet.TIMM})
+PREFIXES["hf"] = (*PREFIXES["hf"], "convnext.")
+OPTIONAL["convnext"] = convnext.OPTIONAL
+KWARGS["convnext"] = convnext.kwargs_from_weights
+
+# The ViT family (tljax.convert.vit reads its sizes off the weights); a full CLIP/SigLIP keeps its tower
+# under vision_model.
+PREFIXES["hf"] = (*PREFIXES["hf"], "vision_model.")
+OPTIONAL["vit"] = VIT_OPTIONAL
 
 
 def family(arch: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from tljax.convert import convnext, efficientnet
 from tljax.models.resnet import RESNETS, Bottleneck
 
 
@@ -19,6 +20,10 @@ def detect_source(keys) -> Optional[str]:
         return "hf"
     if "patch_embed.proj.weight" in keys:
         return "timm"
+    if convnext.is_timm(keys) or "conv_stem.weight" in keys:  # ConvNeXt, EfficientNet
+        return "timm"
+    if convnext.is_hf(keys):
+        return "hf"
     if {"conv_proj.weight", "features.0.weight", "conv1.weight"} & keys:
         return "torchvision"  # timm's ResNets use the same names, so this table serves both
     return None
@@ -27,8 +32,14 @@ def detect_source(keys) -> Optional[str]:
 def detect_arch(arrays: Mapping[str, Any]) -> Optional[str]:
     """The arch a torch-style state dict is for, or None when the names do not say."""
     keys = set(arrays)
+    if convnext.is_timm(keys) or convnext.is_hf(keys):
+        return "convnext"  # sizes: read off the weights (convert.KWARGS)
+    if "conv_stem.weight" in keys:
+        return efficientnet.detect(arrays)
+    if any(k.endswith("transformer.layer.0.attention.q_lin.weight") for k in keys):
+        return "distilbert"
     if any(k.endswith("embeddings.word_embeddings.weight") for k in keys):
-        return "bert"
+        return "bert"  # RoBERTa's keys are BERT's: its config.json (model_type) tells them apart
     if "conv_proj.weight" in keys or "patch_embed.proj.weight" in keys:
         width = np.shape(arrays.get("conv_proj.weight", arrays.get("patch_embed.proj.weight")))
         return "vit_b16" if tuple(width[:1]) + tuple(width[2:]) == (768, 16, 16) else None

@@ -12,15 +12,25 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
+from tljax.convert import convnext as _convnext, efficientnet as _efficientnet
+from tljax.convert import timm as _timm, vit_hf as _vit_hf
+
 ArchKwargs = Tuple[str, Dict[str, Any]]
 
 # Hugging Face model_type -> function(config dict) -> (arch, create kwargs).
 HF_MODEL_TYPES: Dict[str, Callable[[Mapping[str, Any]], ArchKwargs]] = {
     "bert": lambda config: ("bert", {"config": dict(config)}),
+    "convnext": _convnext.from_hf_config,
+    **{t: lambda config: ("roberta", {"config": dict(config)}) for t in ("roberta", "xlm-roberta", "camembert")},
+    "distilbert": lambda config: ("distilbert", {"config": dict(config)}),
+    **_vit_hf.MODEL_TYPES,  # dinov2(_with_registers), clip(_vision_model), siglip(_vision_model)
 }
 # (regex over timm's architecture name, function(match, config dict) -> (arch, create kwargs)).
 TIMM_ARCHITECTURES: List[Tuple[str, Callable[[re.Match, Mapping[str, Any]], ArchKwargs]]] = [
     (r"resnet(18|34|50|101|152)", lambda m, config: (f"resnet{m[1]}", {})),
+    (r"convnext_(atto|femto|pico|nano|tiny|small|base|large)", _convnext.from_timm_config),
+    (r"efficientnet_b([0-3])", _efficientnet.from_timm_config),
+    (_timm.VIT_PATTERN, _timm.vit_from_timm_config),  # vit_<size>_patch<p>…: any depth, width, image size
 ]
 
 

@@ -17,10 +17,13 @@ import jax.numpy as jnp
 from tljax.models.classifier import Classifier, Identity
 from tljax.models.bow import BagOfEmbeddings
 from tljax.models.heads import DomainAdversarial, MultiTask, grad_reverse
-from tljax.models.bert import Bert, bert
+from tljax.models.bert import Bert, bert, roberta
+from tljax.models.distilbert import distilbert
 from tljax.models.resnet import RESNETS, ResNet
 from tljax.models.vgg import VGG, VGGS
-from tljax.models.vit import VITS, ViT
+from tljax.models.vit import VITS, ViT, size_hw
+from tljax.models.convnext import CONVNEXTS, ConvNeXt
+from tljax.models.efficientnet import EFFICIENTNETS, EfficientNet
 
 # arch name -> function(**overrides) returning the backbone module
 BACKBONES: Dict[str, Callable[..., nn.Module]] = {
@@ -28,12 +31,19 @@ BACKBONES: Dict[str, Callable[..., nn.Module]] = {
 }
 BACKBONES.update({name: (lambda spec: (lambda **kw: VGG(**{**spec, **kw})))(spec) for name, spec in VGGS.items()})
 BACKBONES.update({name: (lambda spec: (lambda **kw: ViT(**{**spec, **kw})))(spec) for name, spec in VITS.items()})
+BACKBONES.update({name: (lambda spec: (lambda **kw: ConvNeXt(**{**spec, **kw})))(spec)
+                  for name, spec in CONVNEXTS.items()})
+BACKBONES.update({name: (lambda spec: (lambda **kw: EfficientNet(**{**spec, **kw})))(spec)
+                  for name, spec in EFFICIENTNETS.items()})
 BACKBONES["bag_of_embeddings"] = BagOfEmbeddings  # create(..., vocab_size=, embed_dim=)
 BACKBONES["bert"] = bert  # create('bert', config=<Hugging Face config.json dict>, pooling=...)
+BACKBONES["roberta"] = roberta  # RoBERTa, XLM-R, CamemBERT: create('roberta', config=..., pooling=...)
+BACKBONES["distilbert"] = distilbert  # create('distilbert', config=..., pooling=...)
 
 # Backbone overrides that apply only when a head follows: BERT's features are the token states,
 # but a classifier needs one vector per sequence (the masked mean, as sentence-transformers).
-HEAD_DEFAULTS: Dict[str, Dict[str, Any]] = {"bert": {"pooling": "mean"}}
+HEAD_DEFAULTS: Dict[str, Dict[str, Any]] = {"bert": {"pooling": "mean"}, "roberta": {"pooling": "mean"},
+                                            "distilbert": {"pooling": "mean"}}
 
 
 def register(name: str):
@@ -77,8 +87,9 @@ def example_input(model: nn.Module, batch: int = 1):
     backbone = getattr(model, "backbone", model)
     if isinstance(backbone, Bert):
         return jnp.zeros((batch, 8), jnp.int32)
-    size = backbone.image_size if isinstance(backbone, ViT) else 32  # conv nets pool globally
-    return jnp.zeros((batch, size, size, 3), jnp.float32)
+    if isinstance(backbone, ViT):  # a fixed grid of position embeddings
+        return jnp.zeros((batch, *size_hw(backbone.image_size), backbone.in_channels), jnp.float32)
+    return jnp.zeros((batch, 32, 32, 3), jnp.float32)  # conv nets pool globally
 
 
 __all__ = ["BACKBONES", "Classifier", "DomainAdversarial", "Identity", "MultiTask", "create", "example_input", "grad_reverse", "register"]

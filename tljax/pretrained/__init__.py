@@ -7,6 +7,11 @@ folder (``config.json`` + ``model.safetensors``). The arch and source format are
 registry, the file's tljax metadata, or its key names; pass ``arch=``/``source=`` when they
 cannot be. No file is ever unpickled beyond tensors.
 
+Hub names (``hub.py``): ``hf-hub:<org>/<name>[@<revision>]``, ``timm/<name>[@<revision>]`` and the
+``HUB_REGISTRY`` names (``dinov2_small.hf``, ``convnext_tiny.timm_in22k``, …: pinned revisions) download
+through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_TOKEN``) and load as
+the snapshot folder would; failures raise ``HubError``.
+
 ``num_classes=None`` gives the features model (the pretrained head is dropped); an int gives a
 fresh head (``head_zero_init`` for zeros) on the pretrained backbone via the strict merge;
 ``keep_head=True`` keeps the checkpoint's own head (e.g. ImageNet logits).
@@ -34,23 +39,28 @@ from tljax.data.preprocess import Preprocess, from_hf_processor, from_timm_cfg
 from tljax.params import flatten, merge_pretrained
 from tljax.pretrained.download import ChecksumError, DownloadError, cache_dir, fetch
 from tljax.pretrained.files import READERS, UnsafeCheckpointError, read_hf_folder, save
-from tljax.pretrained import tljax_format
-from tljax.pretrained.registry import REGISTRY, Weights, register
+from tljax.pretrained import hub, tljax_format
+from tljax.pretrained.hub import HubError
+from tljax.pretrained.registry import HUB_REGISTRY, REGISTRY, HubWeights, Weights, register
 
 FORMAT_SOURCES = {"torchvision": "torchvision", "timm": "timm", "hf": "hf"}
 
 
 def _resolve(name_or_path, progress: bool) -> Tuple[Path, Optional[Weights]]:
-    """The local path for a registry name (downloading it) or an existing file/folder."""
+    """The local path for a registry or Hub name (downloading it) or an existing file/folder."""
+    hub_ref = hub.parse(name_or_path)
+    if hub_ref is not None:
+        return hub.download(*hub_ref, progress=progress), None
     if str(name_or_path) in REGISTRY:
         weights = REGISTRY[str(name_or_path)]
         return fetch(weights, progress), weights
     path = Path(name_or_path).expanduser()
     if not path.exists():
-        near = difflib.get_close_matches(str(name_or_path), REGISTRY, n=1)
+        near = difflib.get_close_matches(str(name_or_path), [*REGISTRY, *HUB_REGISTRY], n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
         raise FileNotFoundError(f"{str(name_or_path)!r} is neither a registry name nor an existing file or folder."
-                                f"{hint} Registry: {sorted(REGISTRY)}")
+                                f"{hint} Registry: {sorted(REGISTRY)}; Hub: {sorted(HUB_REGISTRY)}, or "
+                                f"hf-hub:<org>/<name>[@<revision>], timm/<name>")
     return path, None
 
 
@@ -86,9 +96,10 @@ def read_variables(name_or_path, arch: Optional[str] = None, source: Optional[st
         flat = {k: jnp.asarray(v) for k, v in arrays.items()}
         variables = validate(flat, {k: k for k in flat}, arch, f"tljax weights {path}", **model_kwargs)
         return variables, arch, model_kwargs
-    if arch == "bert" and "config" not in model_kwargs:
-        raise ValueError(f"{path}: BERT weights need their config: pass config=<config.json dict>, or load the "
-                         f"Hugging Face folder that holds config.json")
+    if arch in ("bert", "roberta", "distilbert") and "config" not in model_kwargs:  # heads are not in the shapes
+        raise ValueError(f"{path}: {arch} weights need their config (head count and activation are not in the "
+                         f"weights): pass config=<config.json dict>, or load the Hugging Face folder that holds "
+                         f"config.json")
     variables, model_kwargs = convert.convert_torch(arrays, arch, source, **model_kwargs)
     return variables, arch, model_kwargs
 
@@ -122,7 +133,11 @@ class Loaded(NamedTuple):
 def preprocess_of(name_or_path) -> Optional[Preprocess]:
     """The ``Preprocess`` the weights expect, without reading or downloading them: the registry
     entry's; a tljax export's ``tljax_config.json``; a folder's timm ``pretrained_cfg`` (in
-    ``config.json``) or Hugging Face ``preprocessor_config.json``; else None."""
+    ``config.json``) or Hugging Face ``preprocessor_config.json``; else None. A Hub name fetches
+    only the snapshot's JSON files."""
+    hub_ref = hub.parse(name_or_path)
+    if hub_ref is not None:
+        name_or_path = hub.download(*hub_ref, weights=False)
     if str(name_or_path) in REGISTRY:
         return REGISTRY[str(name_or_path)].preprocess
     path = Path(name_or_path).expanduser()
@@ -156,6 +171,9 @@ def load_with_preprocess(name_or_path, num_classes: Optional[int] = None, head_z
                          arch: Optional[str] = None, source: Optional[str] = None, keep_head: bool = False,
                          rng: Optional[jax.Array] = None, progress: bool = True, **model_kwargs) -> Loaded:
     """``load``, as a ``Loaded`` that also holds the weights' ``Preprocess``, arch and create kwargs."""
+    hub_ref = hub.parse(name_or_path)
+    if hub_ref is not None:  # one snapshot (one commit) gives both the preprocess and the weights
+        name_or_path = hub.download(*hub_ref, progress=progress)
     preprocess = preprocess_of(name_or_path)
     variables, arch, model_kwargs = read_variables(name_or_path, arch, source, progress, **model_kwargs)
     export = str(name_or_path) not in REGISTRY and tljax_format.is_export(Path(name_or_path).expanduser())
@@ -184,4 +202,4 @@ def _with_head(variables, arch, model_kwargs, num_classes, head_zero_init, keep_
 
 __all__ = ["load", "load_with_preprocess", "preprocess_of", "Loaded", "Preprocess", "read_variables", "save",
            "register", "Weights", "REGISTRY", "cache_dir", "fetch", "ChecksumError", "DownloadError",
-           "UnsafeCheckpointError"]
+           "UnsafeCheckpointError", "HubWeights", "HUB_REGISTRY", "HubError"]

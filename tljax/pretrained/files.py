@@ -119,7 +119,31 @@ def read_hf_folder(path: Path) -> Tuple[Arrays, dict]:
     for name, reader in (("model.safetensors", read_safetensors), ("pytorch_model.bin", read_torch)):
         if (path / name).exists():
             return reader(path / name)[0], {"config": config}
-    raise FileNotFoundError(f"{path}: a Hugging Face folder needs model.safetensors or pytorch_model.bin")
+        if (path / f"{name}.index.json").is_file():  # sharded: save_pretrained(max_shard_size=...)
+            return read_shards(path / f"{name}.index.json", reader), {"config": config}
+    raise FileNotFoundError(f"{path}: a Hugging Face folder needs model.safetensors or pytorch_model.bin (or "
+                            f"their shards with model.safetensors.index.json / pytorch_model.bin.index.json)")
+
+
+def read_shards(index: Path, reader) -> Arrays:
+    """The arrays of a sharded checkpoint: every shard its ``weight_map`` names, each read by ``reader``."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{index}: not a shard index ({type(err).__name__}: {err}); expected the JSON with a "
+                         f"'weight_map' (tensor name -> shard file) that save_pretrained writes") from err
+    arrays = {}
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or shard.startswith("."):
+            raise ValueError(f"{index}: shard {shard!r} is not a file name beside the index")
+        if not (index.parent / shard).is_file():
+            raise FileNotFoundError(f"{index}: shard {shard} is missing; download or save the checkpoint again")
+        arrays.update(reader(index.parent / shard)[0])
+    missing = sorted(set(weight_map) - set(arrays))
+    if missing:
+        raise ValueError(f"{index}: the shards lack {len(missing)} tensors the index names, e.g. {missing[:3]}")
+    return arrays
 
 
 READERS = {".safetensors": read_safetensors, ".npz": read_npz, ".pth": read_torch, ".pt": read_torch,

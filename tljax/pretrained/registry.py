@@ -19,14 +19,30 @@ A cache name (``filename``, else the URL's basename) must be a plain file name: 
 separator, no drive, not ``..`` and not starting with ``.`` (hidden names are where partial
 downloads live). Anything else could write outside ``$TLJAX_CACHE`` and is refused when the
 ``Weights`` is made.
+
+Hub entries (``HUB_REGISTRY``, ``HubWeights``) name a Hugging Face Hub repository and revision
+instead of a URL; ``tljax.pretrained.hub`` fetches them through ``huggingface_hub`` and reads arch,
+sizes and preprocessing from the snapshot's ``config.json`` / ``preprocessor_config.json``. A commit
+sha fixes the files (huggingface_hub checks each file's size, not its hash). The shas could not be
+read off the Hub here (no network); each was taken from public source pinning the same repository,
+and no source found disagreed: ``facebook/dinov2-small`` (mteb,
+``docs/overview/available_models/image.md``), ``openai/clip-vit-base-patch16`` (mteb,
+``mteb/models/clip_models.py``), ``google/siglip-base-patch16-224`` (mteb,
+``mteb/models/siglip_models.py``), each also pinned so by other projects; ``FacebookAI/roberta-base``,
+``FacebookAI/xlm-roberta-base``, ``distilbert/distilbert-base-uncased``,
+``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`` and ``timm/resnet50.a1_in1k`` from several
+projects' pins each; ``timm/convnext_tiny.fb_in22k_ft_in1k`` from one project only. No sha was
+found for ``timm/convnext_tiny.fb_in22k`` and ``timm/efficientnet_b0.ra_in1k``: they follow
+``main`` (not reproducible; pin a sha once confirmed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 from tljax.data.preprocess import Preprocess, from_normalize
 
@@ -97,7 +113,43 @@ REGISTRY: Dict[str, Weights] = {
 }
 
 
-def register(name: str, weights: Weights) -> Weights:
-    """Adds (or replaces) a named entry, e.g. for weights on a lab server."""
-    REGISTRY[name] = weights
+HUB_REPO_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")  # [org/]name, as the Hub spells it
+
+
+@dataclasses.dataclass(frozen=True)
+class HubWeights:
+    """A Hugging Face Hub repository at a revision (a commit sha pins it; a branch follows it)."""
+
+    repo: str  # e.g. 'facebook/dinov2-small', 'timm/resnet50.a1_in1k'
+    revision: str = "main"
+
+    def __post_init__(self):
+        if not HUB_REPO_ID.fullmatch(self.repo) or not self.revision:
+            raise ValueError(f"HubWeights({self.repo!r}, {self.revision!r}): repo must be '<org>/<name>' as on the "
+                             f"Hub and revision a branch, tag or commit sha")
+
+
+HUB_REGISTRY: Dict[str, HubWeights] = {
+    "dinov2_small.hf": HubWeights("facebook/dinov2-small", "ed25f3a31f01632728cabb09d1542f84ab7b0056"),
+    "clip_vit_b16.hf": HubWeights("openai/clip-vit-base-patch16", "57c216476eefef5ab752ec549e440a49ae4ae5f3"),
+    "siglip_base.hf": HubWeights("google/siglip-base-patch16-224", "7fd15f0689c79d79e38b1c2e2e2370a7bf2761ed"),
+    "roberta_base.hf": HubWeights("FacebookAI/roberta-base", "e2da8e2f811d1448a5b465c236feacd80ffbac7b"),
+    "xlm_roberta_base.hf": HubWeights("FacebookAI/xlm-roberta-base", "e73636d4f797dec63c3081bb6ed5c7b0bb3f2089"),
+    "distilbert_base.hf": HubWeights("distilbert/distilbert-base-uncased",
+                                     "12040accade4e8a0f71eabdb258fecc2e7e948be"),
+    "vit_b16.timm_augreg2_in1k": HubWeights("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+                                            "063c6c38a5d8510b2e57df480445e94b231dad2c"),
+    "resnet50.timm_a1_in1k": HubWeights("timm/resnet50.a1_in1k", "767268603ca0cb0bfe326fa87277f19c419566ef"),
+    "convnext_tiny.timm_in22k_ft_in1k": HubWeights("timm/convnext_tiny.fb_in22k_ft_in1k",
+                                                   "bc48a87f119bae1b06418f5340bfa97ef75d4609"),
+    "convnext_tiny.timm_in22k": HubWeights("timm/convnext_tiny.fb_in22k", "main"),  # sha unconfirmed
+    "efficientnet_b0.timm": HubWeights("timm/efficientnet_b0.ra_in1k", "main"),  # sha unconfirmed
+}
+
+
+def register(name: str, weights: Union[Weights, HubWeights]) -> Union[Weights, HubWeights]:
+    """Adds (or replaces) a named entry: ``Weights`` at a URL (e.g. a lab server) or ``HubWeights``."""
+    table, other = (HUB_REGISTRY, REGISTRY) if isinstance(weights, HubWeights) else (REGISTRY, HUB_REGISTRY)
+    other.pop(name, None)
+    table[name] = weights
     return weights

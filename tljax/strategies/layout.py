@@ -1,8 +1,10 @@
 """Depth order of a backbone's parameters, for strategies that treat layers differently.
 
 Knows the tljax layouts: ResNet (``conv1``/``bn1`` stem, ``layerN`` stages), ViT
-(``patch_embed``/``cls_token``/``pos_embed``, ``layerN`` blocks, final ``norm``), BERT
-(``*embeddings*``, ``layerN`` encoder layers) and VGG (``convS_i``/``bnS_i`` stages, ``fc6``/``fc7``).
+(``patch_embed``/``cls_token``/``reg_tokens``/``pos_embed``/``norm_pre``, ``layerN`` blocks; final norms and
+``attn_pool`` on top), BERT
+(``*embeddings*``, ``layerN`` encoder layers) and VGG (``convS_i``/``bnS_i`` stages, ``fc6``/``fc7``). ConvNeXt and
+EfficientNet: ``*stem*`` (and ``bn1``) stem, ``layerN`` stages, final norm / ``conv_head``, ``bn_head`` top.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import List, Sequence, Tuple
 
-STEM = r"backbone/(conv1|bn1|patch_embed|cls_token|pos_embed|\w*embeddings\w*)(/.*)?"
+STEM = r"backbone/(conv1|bn1|patch_embed|cls_token|reg_tokens|pos_embed|norm_pre|\w*embeddings\w*|\w*stem\w*)(/.*)?"
 BLOCK = re.compile(r"backbone/(?:layer|conv|bn)(\d+)(?:_\d+)?/.*")
 
 
