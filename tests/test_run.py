@@ -69,3 +69,25 @@ def test_failed_checkpoint_write_is_one_clear_error(tmp_path):
     assert errors == [f"error: could not write checkpoint step 10 to {tmp_path}/source/ckpt (File too large, errno 27); "
                       "the checkpoints before it are intact and a rerun resumes from the latest of them: free disk "
                       "space or pick another --workdir"], result.stderr[-2000:]
+
+
+def test_a_text_job_without_a_tokenizer_uses_the_one_saved_with_the_weights(tmp_path):
+    from tljax.defaults import base_config
+    from tljax.run import follow_weights_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{}")
+    config = base_config()
+    config.pretrained, config.data.source = str(tmp_path), "text_tsv"
+    follow_weights_tokenizer(config)
+    assert config.data.tokenizer == str(tmp_path / "tokenizer.json")
+    config.data.tokenizer = "mine.json"  # a tokenizer the user names wins
+    follow_weights_tokenizer(config)
+    assert config.data.tokenizer == "mine.json"
+    image = base_config()
+    image.pretrained = str(tmp_path)  # an image job keeps no tokenizer
+    follow_weights_tokenizer(image)
+    assert image.data.tokenizer == ""
+    bare = base_config()
+    bare.pretrained, bare.data.source = str(tmp_path / "missing"), "text_tsv"
+    follow_weights_tokenizer(bare)
+    assert bare.data.tokenizer == ""

@@ -28,7 +28,6 @@ import copy
 import difflib
 import os
 import tempfile
-from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Set, Tuple
 
 import jax
@@ -181,11 +180,10 @@ def in_memory_splits(data, cfg, tokenizer):
 
 
 def tokenizer_path(weights, cfg) -> str:
-    """``data.tokenizer``, else the weights folder's ``tokenizer.json``, else ''."""
+    """``data.tokenizer``, else the ``tokenizer.json`` saved with the weights (folder or Hub name), else ''."""
     if cfg.data.tokenizer:
         return cfg.data.tokenizer
-    folder = Path(os.fspath(weights)).expanduser() if weights is not None else None
-    return str(folder / "tokenizer.json") if folder and (folder / "tokenizer.json").is_file() else ""
+    return pretrained.tokenizer_file(weights) if weights is not None else ""
 
 
 def follow_weights(cfg, expected: Optional[PP.Preprocess], explicit: Set[str]) -> None:

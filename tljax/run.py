@@ -16,7 +16,7 @@ from typing import Any, Dict
 import jax
 
 from tljax import config as C
-from tljax import distributed, methods
+from tljax import distributed, methods, pretrained
 from tljax.checkpoint import CheckpointMismatchError, CheckpointWriteError
 from tljax.train import devices, host_memory, report, workdir
 from tljax.train.faults import TrainingFault
@@ -39,6 +39,16 @@ def check_devices(config) -> None:
                              f"batch_size {cfg.batch_size}")
 
 
+TEXT_SOURCES = ("text_tsv", "text_csv")
+
+
+def follow_weights_tokenizer(config) -> None:
+    """A text job with no ``data.tokenizer`` uses the one saved with ``config.pretrained`` (a folder or
+    Hub name), so token ids are the ones the weights were trained on."""
+    if config.data.source in TEXT_SOURCES and not config.data.tokenizer and config.pretrained:
+        config.data.tokenizer = pretrained.tokenizer_file(config.pretrained)
+
+
 def run(config, workdir_path: str) -> Dict[str, Dict[str, Any]]:
     """The job: ``{run name: summary}`` (``{}`` when it stopped early and can be resumed)."""
     return methods.dispatch(config)(config, workdir_path)
@@ -55,6 +65,7 @@ def main(argv=None) -> None:
         check_devices(config)
         workdir.check(path, config.min_free_mb)
         lock = workdir.Lock(path).acquire()
+        follow_weights_tokenizer(config)
         if jax.process_index() == 0:
             report.write_json(os.path.join(path, "config.json"), config.to_dict())
         run(config, path)

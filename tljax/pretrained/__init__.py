@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
@@ -130,6 +131,19 @@ class Loaded(NamedTuple):
     model_kwargs: Dict[str, Any]  # create kwargs the weights need (BERT config, ViT size, …)
 
 
+def tokenizer_file(name_or_path) -> str:
+    """The ``tokenizer.json`` saved with the weights (a folder, or a Hub name's snapshot, fetching its
+    metadata only), or '' when there is none: text models tokenise as they were trained."""
+    hub_ref = hub.parse(name_or_path)
+    if hub_ref is not None:
+        folder = hub.download(*hub_ref, weights=False)
+    elif str(name_or_path) in REGISTRY:
+        return ""  # URL registry entries are single weight files
+    else:
+        folder = Path(os.fspath(name_or_path)).expanduser()
+    return str(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else ""
+
+
 def preprocess_of(name_or_path) -> Optional[Preprocess]:
     """The ``Preprocess`` the weights expect, without reading or downloading them: the registry
     entry's; a tljax export's ``tljax_config.json``; a folder's timm ``pretrained_cfg`` (in
@@ -200,6 +214,6 @@ def _with_head(variables, arch, model_kwargs, num_classes, head_zero_init, keep_
     return model, jax.tree.map(jnp.asarray, merge_pretrained(init, variables, dont_load=("head/.*",)))
 
 
-__all__ = ["load", "load_with_preprocess", "preprocess_of", "Loaded", "Preprocess", "read_variables", "save",
+__all__ = ["load", "tokenizer_file", "load_with_preprocess", "preprocess_of", "Loaded", "Preprocess", "read_variables", "save",
            "register", "Weights", "REGISTRY", "cache_dir", "fetch", "ChecksumError", "DownloadError",
            "UnsafeCheckpointError", "HubWeights", "HUB_REGISTRY", "HubError"]
