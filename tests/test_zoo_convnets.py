@@ -20,7 +20,7 @@ timm = pytest.importorskip("timm")
 from conftest import run_train  # noqa: E402
 from test_convert_parity import compare, randomize_  # noqa: E402
 
-from tljax import convert, models, pretrained, strategies  # noqa: E402
+from tljax import convert, lora, models, pretrained, strategies  # noqa: E402
 from tljax import params as P  # noqa: E402
 from tljax.convert.hub_config import UnsupportedArchitecture  # noqa: E402
 from tljax.strategies.layout import depth_groups  # noqa: E402
@@ -52,6 +52,23 @@ def images(batch=2, size=SIZE, seed=0):
 def compiled(fn, *args):
     """``fn`` jitted for ``args``, compiled without XLA's backend optimisations (3× faster to compile here)."""
     return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
+
+
+def random_variables(model, x, seed=0):
+    """Variables of ``model`` with random values of a trained net's scale, without compiling its (slow) init."""
+    rng = np.random.default_rng(seed)
+
+    def value(path, leaf):
+        name, shape = path[-1].key, leaf.shape
+        n = rng.standard_normal(shape).astype(np.float32)
+        if name in ("scale", "var"):
+            return 1.0 + 0.2 * np.abs(n)
+        if name in ("bias", "mean", "gamma"):
+            return 0.2 * n + (0.5 if name == "gamma" else 0.0)
+        return n / np.sqrt(np.prod(shape[:-1]))  # kernels: fan-in scaling (depthwise: k·k)
+
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    return jax.tree_util.tree_map_with_path(lambda p, leaf: jnp.asarray(value(p, leaf)), shapes)
 
 
 def apply(model, variables, x):
@@ -150,7 +167,7 @@ def test_cpu_kernels_and_remat_give_the_same_outputs(arch, kwargs):
     keeps the last stages' batch statistics (4 values at 2×2) well conditioned."""
     x = jnp.asarray(images(4).transpose(0, 2, 3, 1))
     plain = models.create(arch, 4, **kwargs)
-    variables = jax.jit(plain.init)(jax.random.PRNGKey(0), x)
+    variables = random_variables(plain, x)
     rngs = {"dropout": jax.random.PRNGKey(1)}
     outs = {}
     for name, model in (("plain", plain), ("cpu_kernels", models.create(arch, 4, cpu_kernels=True, **kwargs)),
@@ -167,25 +184,43 @@ def test_cpu_kernels_and_remat_give_the_same_outputs(arch, kwargs):
 
 def test_depth_groups_strategies_and_frozen_batchnorm():
     x = jnp.zeros((2, 32, 32, 3))
-    convnext = P.flatten(jax.eval_shape(models.create("convnext", 3, **SMALL).init, jax.random.PRNGKey(0), x)["params"])
-    assert [g for g, _ in depth_groups(list(convnext))] == ["stem", "block0", "block1", "block2", "block3", "top"]
+    convnext = jax.eval_shape(models.create("convnext", 3, **SMALL).init, jax.random.PRNGKey(0), x)["params"]
+    names = [g for g, _ in depth_groups(list(P.flatten(convnext)))]
+    assert names == ["stem"] + [f"block{i}" for i in range(4)] + ["top"]
     effnet = models.create("efficientnet_b0", 3, **TINY_EFFNET)
-    variables = jax.jit(effnet.init)(jax.random.PRNGKey(0), x)
+    variables = random_variables(effnet, x)
     paths = list(P.flatten(variables["params"]))
     groups = depth_groups(paths)
     assert [g for g, _ in groups] == ["stem"] + [f"block{i}" for i in range(7)] + ["top"]
-    top = [p for p in paths if not any(re.fullmatch(rx, p) for _, rx in groups[:-1])]
+    top = [p for p in paths if p.startswith("backbone/") and not any(re.fullmatch(rx, p) for _, rx in groups[:-1])]
     assert top and all(p.startswith(("backbone/conv_head/", "backbone/bn_head/")) for p in top)
-    for spec in ("freeze_first_k:2", "llrd:0.7", "gradual_unfreeze:1", "lora:4,8", "norm_only"):
-        for params in (convnext, variables["params"]):
-            strategy = strategies.get(spec)
-            strategies.labels_for(strategy, params)
-            for field in ("lr_mults", "start_epochs"):
-                strategy.resolve(field, list(P.flatten(params)))
-    from tljax import lora  # noqa: PLC0415
 
-    assert any("/conv_dw/" in p for p in lora.target_paths(variables["params"], None))
-    assert lora.target_paths(convnext, strategies.builtin.LORA_TARGETS["all_linear"])
+    def labels(spec, params):
+        strategy = strategies.get(spec)
+        if strategy.lora:  # lora.add_adapters' paths, without drawing the values (a compile per shape)
+            flat = P.flatten(params)
+            for path in lora.target_paths(params, strategy.lora["targets"]):
+                flat.update({path.replace("/kernel", "/lora_a"): 0, path.replace("/kernel", "/lora_b"): 0})
+            params = P.unflatten(flat)
+        flat = P.flatten(strategies.labels_for(strategy, params))
+        mults = strategy.resolve("lr_mults", list(flat))
+        return flat, P.flatten(strategies.labels_from_rules(params, mults)) if mults else {}
+
+    frozen, _ = labels("freeze_first_k:2", convnext)
+    assert {k for k, v in frozen.items() if v == "frozen"} == {
+        k for k in frozen if k.startswith(("backbone/stem_", "backbone/layer0/", "backbone/layer1/"))}
+    _, mults = labels("llrd:0.5", convnext)
+    assert (mults["backbone/stem_conv/kernel"], mults["backbone/layer3/block0/gamma"], mults["backbone/norm/scale"],
+            mults["head/kernel"]) == (0.5 ** 5, 0.5, 1.0, 1.0)
+    for params in (convnext, variables["params"]):
+        starts = strategies.get("gradual_unfreeze:1").resolve("start_epochs", list(P.flatten(params)))
+        assert max(epoch for _, epoch in starts) == len(depth_groups(list(P.flatten(params)))) - 1
+        adapted, _ = labels("lora:4,8", params)
+        assert any("conv_dw/lora_a" in k for k in adapted) and {v for k, v in adapted.items() if "lora_" in k} == {
+            "trainable"}
+    adapted, _ = labels("lora:2,targets=all_linear", convnext)
+    assert {k for k in adapted if k.endswith("lora_a")} == {
+        k.replace("kernel", "lora_a") for k in P.flatten(convnext) if re.search(r"mlp_fc[12]/kernel", k)}
 
     # freeze_first_k:1: the stem's and stage 0's BatchNorms run on their running statistics, as ResNet's do.
     mask = strategies.trainable_mask(strategies.labels_for(strategies.get("freeze_first_k:1"), variables["params"]))

@@ -61,7 +61,8 @@ TIMM_KEYS = re.compile(r"(stem\.[01]|stages\.\d+\.(downsample\.[01]|blocks\.\d+\
                        r"|head\.(norm|fc))\.(weight|bias)|stages\.\d+\.blocks\.\d+\.gamma")
 HF_KEYS = re.compile(r"(convnext\.)?((embeddings\.(patch_embeddings|layernorm)|encoder\.stages\.\d+\."
                      r"(downsampling_layer\.[01]|layers\.\d+\.(dwconv|layernorm|pwconv[12]))|layernorm)"
-                     r"\.(weight|bias)|encoder\.stages\.\d+\.layers\.\d+\.layer_scale_parameter)|classifier\.(weight|bias)")
+                     r"\.(weight|bias)|encoder\.stages\.\d+\.layers\.\d+\.layer_scale_parameter)"
+                     r"|classifier\.(weight|bias)")
 
 
 def is_timm(keys) -> bool:
@@ -71,7 +72,8 @@ def is_timm(keys) -> bool:
 
 def is_hf(keys) -> bool:
     keys = list(keys)
-    return any(k.endswith("embeddings.patch_embeddings.weight") for k in keys) and all(HF_KEYS.fullmatch(k) for k in keys)
+    return (any(k.endswith("embeddings.patch_embeddings.weight") for k in keys)
+            and all(HF_KEYS.fullmatch(k) for k in keys))
 
 
 def kwargs_from_weights(flat: Mapping[str, np.ndarray], **given) -> Dict[str, Any]:

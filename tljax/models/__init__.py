@@ -76,8 +76,8 @@ def create(arch: str, num_classes: Optional[int] = None, head_zero_init: bool = 
         backbone = backbone.clone(cpu_kernels=bool(cpu_kernels))
     if remat:
         if "remat" not in fields:
-            raise ValueError(f"arch {arch!r} has no blocks to recompute (remat works for ResNet, ViT and BERT); "
-                             f"set config.remat=False")
+            raise ValueError(f"arch {arch!r} has no blocks to recompute (remat works for ResNet, ViT, BERT, "
+                             f"ConvNeXt and EfficientNet); set config.remat=False")
         backbone = backbone.clone(remat=True)
     return Classifier(backbone, num_classes=num_classes, head_zero_init=head_zero_init)
 

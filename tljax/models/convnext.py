@@ -24,7 +24,7 @@ OUTPUTS = ("pooled", "last_hidden_state")
 
 
 def drop_path(module: nn.Module, x, rate: float, train: bool):
-    """Stochastic depth: whole examples of a residual branch dropped with ``rate`` (train only), rest × 1/(1−rate)."""
+    """Stochastic depth: a residual branch dropped per example with ``rate`` (train only), kept ones × 1/(1−rate)."""
     if not train or rate == 0.0:
         return x
     keep = 1.0 - rate
