@@ -5,8 +5,11 @@ Keys are read in both namings transformers uses: the Hub's (``attention.attentio
 ``save_pretrained`` writes) and the in-memory one of transformers 5 (``attention.q_proj``). A full
 ``CLIPModel`` / ``SiglipModel`` checkpoint loads its ``vision_model.`` tower; the text tower is
 dropped. Features by default are the model's ``pooler_output`` (DINOv2: the LayerNorm'd class
-token; CLIP: ``post_layernorm`` of the class token; SigLIP: the MAP head); ``pooling=None`` gives
-``last_hidden_state`` (CLIP's is before ``post_layernorm``, as in transformers).
+token; CLIP: ``post_layernorm`` of the class token; SigLIP: the MAP head, or the token mean when
+``vision_use_head`` is off); ``pooling=None`` gives ``last_hidden_state`` (CLIP's is before
+``post_layernorm``, as in transformers). ``image_size=`` other than the config's resamples the
+position embeddings as ``interpolate_pos_encoding`` does (bicubic; antialiased for DINOv2 with
+registers only). ``Dinov2ForImageClassification`` (a head on class token ⊕ patch mean) is not read.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def clip_like(post_norm: str) -> List[Rule]:
         param(r"embeddings\.class_embedding", "params/backbone/cls_token", lambda a: a.reshape(1, 1, -1)),
         param(r"embeddings\.position_embedding\.weight", "params/backbone/pos_embed", lambda a: a[None]),
         module(r"embeddings\.patch_embedding", "backbone/patch_embed"),
-        module(r"pre_lay(?:er)?norm", "backbone/norm_pre"),  # transformers spells it pre_layrnorm
+        module(r"pre_laye?rnorm", "backbone/norm_pre"),  # transformers spells it pre_layrnorm
         module(_C + r"layer_norm([12])", _DT + r"norm\2"),
         module(_C + r"self_attn\.q_proj", _DT + "attention/query"),
         module(_C + r"self_attn\.k_proj", _DT + "attention/key"),
@@ -106,10 +109,10 @@ def dinov2(config: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     registers = config.get("model_type") == "dinov2_with_registers"
     kwargs = _common(config, {**_BASE, "patch_size": 16 if registers else 14, "hidden_act": "gelu",
                               "layer_norm_eps": 1e-6})
-    kwargs.update(mlp_dim=int(kwargs["hidden_size"] * config.get("mlp_ratio", 4)), layer_scale=True,
-                  qkv_bias=config.get("qkv_bias", True), pooling="token")
+    kwargs.update(mlp_dim=int(kwargs["hidden_size"] * (config.get("mlp_ratio") or 4)), layer_scale=True,
+                  pooling="token")  # q/k/v biases and registers: as the weights have them
     if registers:  # its run-time interpolation antialiases
-        kwargs.update(num_registers=config.get("num_register_tokens", 4), resample_antialias=True)
+        kwargs["resample_antialias"] = True
     return "vit_dinov2", kwargs
 
 
@@ -122,7 +125,7 @@ def clip(config: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """``CLIPVisionModel`` (``clip_vision_model``) or a full ``CLIPModel`` (``clip``: its vision tower)."""
     c = _vision(config)
     kwargs = _common(c, {**_BASE, "patch_size": 32, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5})
-    kwargs.update(mlp_dim=c.get("intermediate_size", 3072), pre_norm=True, patch_bias=False, final_norm=False,
+    kwargs.update(mlp_dim=c.get("intermediate_size") or 3072, pre_norm=True, patch_bias=False, final_norm=False,
                   fc_norm=True, pooling="token")
     return "vit_clip", kwargs
 
@@ -131,8 +134,9 @@ def siglip(config: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """``SiglipVisionModel`` (``siglip_vision_model``) or a full ``SiglipModel`` (``siglip``)."""
     c = _vision(config)
     kwargs = _common(c, {**_BASE, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6})
-    kwargs.update(mlp_dim=c.get("intermediate_size", 3072), class_token=False,
-                  pooling="map" if c.get("vision_use_head", True) else None)
+    # without the MAP head transformers has no pooler_output; the mean of the tokens (timm's siglip_gap) stands in
+    kwargs.update(mlp_dim=c.get("intermediate_size") or 3072, class_token=False,
+                  pooling="map" if c.get("vision_use_head", True) else "avg")
     return "vit_siglip", kwargs
 
 

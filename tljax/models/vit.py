@@ -18,7 +18,7 @@ it from the XLA:CPU forms of its layers (``tljax.models.layers``): same paramete
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from tljax.models.activations import gelu
 from tljax.models.layers import layers
+from tljax.models.resample import grid_hw as size_hw
 
 ACTIVATIONS = {
     "gelu": gelu,
@@ -122,11 +123,6 @@ class AttentionPool(nn.Module):
         return (y + L.Dense(x.shape[-1], dtype=self.dtype, name="mlp_fc2")(h))[:, 0]
 
 
-def size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    """``(h, w)`` of a square side or an ``(h, w)`` pair."""
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 class ViT(nn.Module):
     """Backbone only: the pooled features ``(batch, hidden_size)``, or every token when ``pooling=None``."""
 
@@ -136,7 +132,7 @@ class ViT(nn.Module):
     num_heads: int = 12
     mlp_dim: int = 3072
     image_size: Union[int, Tuple[int, int]] = 224  # a side or (h, w); sets the position embeddings' grid
-    in_channels: int = 3
+    in_channels: int = 3  # what example_input feeds; the patch kernel takes the images' channels
     class_token: bool = True
     num_registers: int = 0  # register tokens after the class token (DINOv2 with registers, timm reg_tokens)
     pos_embed_prefix: bool = True  # position embeddings for the class/register tokens too (timm: not no_embed_class)
@@ -168,10 +164,10 @@ class ViT(nn.Module):
     def __call__(self, x, train: bool = False):
         self.check()
         p, (h, w) = self.patch_size, size_hw(self.image_size)
-        if x.shape[1:] != (h, w, self.in_channels):
-            raise ValueError(f"ViT built for {h}×{w}×{self.in_channels} images (image_size={self.image_size}, "
-                             f"in_channels={self.in_channels}), got {'×'.join(map(str, x.shape[1:]))}; resize "
-                             f"or create the model with image_size= (pretrained weights are resampled to it)")
+        if x.shape[1:3] != (h, w):
+            raise ValueError(f"ViT built for {h}×{w} images (image_size={self.image_size}), got "
+                             f"{x.shape[1]}×{x.shape[2]}; resize or create the model with image_size= "
+                             f"(pretrained weights are resampled to it)")
         L, D = layers(self.cpu_kernels), self.hidden_size
         norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)  # noqa: E731
         x = nn.Conv(D, (p, p), (p, p), padding="VALID", use_bias=self.patch_bias, dtype=self.dtype,
