@@ -248,11 +248,12 @@ def test_unsupported_architectures_name_themselves_and_the_supported_ones(tmp_pa
         pretrained.load(save_timm(hnf, tmp_path / "hnf"))
 
 
-def test_finetune_smoke_run_on_a_random_convnext_folder(tmp_path):
+@pytest.mark.parametrize("arch,kwargs", [("convnext_atto", SMALL), ("efficientnet_b0", {})])
+def test_finetune_smoke_run_on_a_random_timm_folder(tmp_path, arch, kwargs):
     from PIL import Image  # noqa: PLC0415
 
     torch.manual_seed(0)
-    folder = save_timm(timm.create_model("convnext_atto", pretrained=False, num_classes=7, **SMALL), tmp_path / "w")
+    folder = save_timm(timm.create_model(arch, pretrained=False, num_classes=7, **kwargs), tmp_path / "w")
     rng = np.random.default_rng(0)
     for split, n in (("train", 6), ("val", 4)):
         for cls in ("ants", "bees"):
@@ -261,7 +262,7 @@ def test_finetune_smoke_run_on_a_random_convnext_folder(tmp_path):
                 Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
                     tmp_path / "data" / split / cls / f"{i}.png")
     run_train(tmp_path / "run", f"--config.data.path={tmp_path / 'data'}", f"--config.pretrained={folder}",
-              "--config.arch=convnext_atto", "--config.image_size=32", "--config.num_steps=2",
+              f"--config.arch={arch}", "--config.image_size=32", "--config.num_steps=2",
               "--config.batch_size=4", "--config.eval_batch_size=8", "--config.warmup_steps=1",
               "--config.strategy=llrd:0.7", "--config.data.num_threads=1",
               config="configs/hymenoptera_resnet50.py", entry=("-m", "tljax.train"))

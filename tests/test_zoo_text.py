@@ -197,15 +197,21 @@ def test_depth_groups_and_strategies(arch, config):
     assert len(lora.target_paths(params, None)) == 2 * layers  # default: query and value
 
 
-def test_roberta_fine_tunes_through_the_cli(tmp_path):
-    """``python -m tljax.train`` on a random tiny RoBERTa folder with its own BPE tokenizer."""
-    folder = bpe_tokenizer(tmp_path / "roberta")
+@pytest.mark.parametrize("arch", ["roberta", "distilbert"])
+def test_text_family_fine_tunes_through_the_cli(tmp_path, arch):
+    """``python -m tljax.train`` on a random tiny RoBERTa / DistilBERT folder with its own BPE tokenizer."""
+    folder = bpe_tokenizer(tmp_path / arch)
     torch.manual_seed(0)
-    transformers.RobertaModel(transformers.RobertaConfig(**{**SIZES, "vocab_size": 300})).save_pretrained(folder)
+    if arch == "roberta":
+        transformers.RobertaModel(transformers.RobertaConfig(**{**SIZES, "vocab_size": 300})).save_pretrained(folder)
+    else:
+        transformers.DistilBertModel(transformers.DistilBertConfig(
+            vocab_size=300, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=40)
+        ).save_pretrained(folder)
     train = tmp_path / "train.tsv"
     train.write_text("sentence\tlabel\n" + "".join(f"this movie was {w}\t{i % 2}\n" for i, w in
                                                    enumerate(["great", "awful", "lovely", "boring"] * 4)))
-    run_train(tmp_path / "run", f"--config.pretrained={folder}", "--config.arch=roberta",
+    run_train(tmp_path / "run", f"--config.pretrained={folder}", f"--config.arch={arch}",
               f"--config.data.train_path={train}", f"--config.data.test_path={train}",
               f"--config.data.eval_path={train}", "--config.train_examples=8", "--config.epochs=1",
               "--config.max_len=16", "--config.batch_size=4", "--config.eval_batch_size=8",
